@@ -1,0 +1,29 @@
+"""Linear measurement operators ``A`` with exact closed-form solves (see :mod:`.base`)."""
+
+from admm_jax.operators.base import (
+    LinearOperator,
+    operator_pytree,
+    static_field,
+    vmap_over_batch,
+)
+from admm_jax.operators.convolution import (
+    CircularConvolution,
+    box_blur,
+    circular_kernel,
+    gaussian_blur,
+)
+from admm_jax.operators.custom import FunctionOperator, as_custom
+from admm_jax.operators.dense import DenseOperator, gaussian_cs
+from admm_jax.operators.downsample import BoxDownsample
+from admm_jax.operators.mask import Mask, block_mask, pixelwise_mask, scattered_mask
+from admm_jax.operators.mixture import SelectOperator
+
+__all__ = [
+    "LinearOperator", "operator_pytree", "static_field", "vmap_over_batch",
+    "Mask", "pixelwise_mask", "scattered_mask", "block_mask",
+    "BoxDownsample",
+    "DenseOperator", "gaussian_cs",
+    "CircularConvolution", "circular_kernel", "gaussian_blur", "box_blur",
+    "FunctionOperator", "as_custom",
+    "SelectOperator",
+]
