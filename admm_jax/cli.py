@@ -1,0 +1,229 @@
+"""``admm-jax``: train, pretrain-onenet, evaluate, reproduce, solve.
+
+Every command has ``--help``, prints where it wrote its outputs, refuses to overwrite an existing
+output folder unless ``--overwrite`` is given, and long-running ones resume with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _add_data_args(p: argparse.ArgumentParser, default: str = "bundled") -> None:
+    p.add_argument("--data", default=default,
+                   help="image source: 'bundled' (offline photos shipped in scikit-image / "
+                        "scikit-learn wheels), a folder of images (with train/val/test "
+                        "sub-folders or a flat tree), a .npz pack, or 'tfds:celeb_a' "
+                        f"(default: {default})")
+    p.add_argument("--cache-dir", default=None,
+                   help="folder for decoded 64x64 image caches (speeds up reloading a folder)")
+    p.add_argument("--max-train-images", type=int, default=None,
+                   help="use at most this many training images")
+
+
+def _load(spec: str, split: str, cache_dir, limit=None, n=None):
+    from admm_jax.data import load_source
+
+    kwargs = {"cache_dir": cache_dir}
+    if spec == "bundled" and n is not None:
+        kwargs["n"] = n
+    images = load_source(spec, split, **kwargs)
+    if limit is not None:
+        images = images[:limit]
+    return images
+
+
+def _train_split(spec: str) -> str:
+    p = Path(spec)
+    if p.is_dir() and (p / "val").is_dir() and (p / "train").is_dir():
+        return "train+val"
+    return "train"
+
+
+# --------------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from admm_jax.train import preset, train
+
+    overrides = {k: v for k, v in {
+        "steps": args.steps, "batch_size": args.batch, "width": args.width,
+        "num_iters": args.iters, "seed": args.seed, "compute_dtype": args.dtype,
+        "checkpoint_every": args.checkpoint_every, "val_every": args.val_every,
+        "remat": args.remat or None, "learning_rate": args.lr,
+    }.items() if v is not None}
+    if args.problems:
+        overrides["problems"] = tuple(args.problems.split(","))
+    cfg = preset(args.preset, **overrides)
+    train_images = _load(args.data, _train_split(args.data), args.cache_dir,
+                         args.max_train_images)
+    val_images = _load(args.data, "test", args.cache_dir, cfg.val_images)
+    print(f"training on {len(train_images)} images from {args.data!r}; validating on "
+          f"{len(val_images)} held-out images; width {cfg.width}, batch {cfg.batch_size}, "
+          f"T {cfg.num_iters}, {cfg.steps} steps ({cfg.preset} preset)")
+    train(cfg, train_images, val_images, args.out, resume=args.resume,
+          overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"outputs: {Path(args.out).absolute()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- onenet
+def cmd_pretrain_onenet(args: argparse.Namespace) -> int:
+    from admm_jax.baselines.onenet_train import OneNetConfig, pretrain_onenet
+
+    cfg = OneNetConfig(width=args.width, steps=args.steps, batch_size=args.batch,
+                       seed=args.seed, checkpoint_every=args.checkpoint_every)
+    images = _load(args.data, _train_split(args.data), args.cache_dir, args.max_train_images)
+    print(f"pretraining the OneNet projector on {len(images)} images from {args.data!r}")
+    pretrain_onenet(cfg, images, args.out, resume=args.resume, overwrite=args.overwrite,
+                    progress=not args.no_progress)
+    print(f"outputs: {Path(args.out).absolute()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+def _methods(args, log=print):
+    from admm_jax.evaluate import du_admm_method, onenet_method, wavelet_method
+
+    methods = []
+    if args.du_admm:
+        from admm_jax.train import load_prior
+
+        prior_fn, params, _ = load_prior(Path(args.du_admm))
+        methods.append(du_admm_method(prior_fn, params))
+    if args.onenet:
+        from admm_jax.baselines.onenet_train import load_projector
+
+        proj_fn, params, _ = load_projector(Path(args.onenet))
+        methods.append(onenet_method(proj_fn, params))
+    if not args.no_wavelet:
+        methods.append(wavelet_method())
+    return methods
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from admm_jax.evaluate import EvalConfig, markdown_table, run_evaluation
+    from admm_jax.train import prepare_output_dir
+
+    out = prepare_output_dir(args.out, resume=False, overwrite=args.overwrite)
+    images = _load(args.data, "test", args.cache_dir, args.n_images)
+    methods = _methods(args)
+    if not methods:
+        print("nothing to evaluate: give --du-admm and/or --onenet, or drop --no-wavelet")
+        return 2
+    cfg = EvalConfig(problems=tuple(args.problems.split(",")), preset=args.preset,
+                     dataset=args.dataset, batch_size=args.batch, seed=args.seed)
+    print(f"evaluating {[m.name for m in methods]} on {len(images)} images, problems "
+          f"{list(cfg.problems)}, {cfg.preset} preset")
+    records = run_evaluation(images, methods, cfg, out, progress=not args.no_progress)
+    print(markdown_table(records))
+    print(f"outputs: {out.absolute()}")
+    return 0
+
+
+# --------------------------------------------------------------------------- reproduce
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from admm_jax.reproduce import run_reproduce
+
+    return run_reproduce(args)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="admm-jax",
+        description="Differentiable unrolled ADMM (DU-ADMM OneNet) and ADMM baselines in JAX.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train the DU-ADMM prior end to end",
+                       description="Train the DU-ADMM prior (T unrolled ADMM iterations, mixed "
+                                   "problems per mini-batch, clipped Adam).")
+    t.add_argument("--preset", default="paper", choices=["paper", "released"])
+    _add_data_args(t)
+    t.add_argument("--out", required=True, help="output folder (checkpoints, logs, params)")
+    t.add_argument("--steps", type=int, default=None, help="training steps (preset: 50,000)")
+    t.add_argument("--batch", type=int, default=None, help="global batch size (preset: 10)")
+    t.add_argument("--width", type=float, default=None,
+                   help="channel width multiplier of the prior (1.0 = the paper's 22.4M "
+                        "parameters; 0.125 for CPU work)")
+    t.add_argument("--iters", type=int, default=None, help="unrolled iterations T (8)")
+    t.add_argument("--problems", default=None, help="comma list, e.g. pid,bi,si,sr,cs,deblur")
+    t.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                   help="compute dtype of the prior's convolutions")
+    t.add_argument("--lr", type=float, default=None, help="learning rate override")
+    t.add_argument("--remat", action="store_true", help="rematerialise each iteration")
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--checkpoint-every", type=int, default=None)
+    t.add_argument("--val-every", type=int, default=None)
+    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=cmd_train)
+
+    o = sub.add_parser("pretrain-onenet", help="adversarially pretrain the OneNet projector",
+                       description="Pretrain the original OneNet projector (denoising "
+                                   "autoencoder + image and latent discriminators).")
+    _add_data_args(o)
+    o.add_argument("--out", required=True)
+    o.add_argument("--steps", type=int, default=50_000)
+    o.add_argument("--batch", type=int, default=10)
+    o.add_argument("--width", type=float, default=1.0)
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--checkpoint-every", type=int, default=2000)
+    o.add_argument("--resume", action="store_true")
+    o.add_argument("--overwrite", action="store_true")
+    o.add_argument("--no-progress", action="store_true")
+    o.set_defaults(func=cmd_pretrain_onenet)
+
+    e = sub.add_parser("evaluate", help="Table 1 / Table 2 / convergence plots",
+                       description="Evaluate DU-ADMM, OneNet and wavelet-l1 on held-out "
+                                   "images; writes table.{md,csv,json}, per_image.csv, "
+                                   "table2.png, convergence.png.")
+    _add_data_args(e)
+    e.add_argument("--out", required=True)
+    e.add_argument("--du-admm", default=None, help="folder of a trained prior (<run>/params)")
+    e.add_argument("--onenet", default=None, help="folder of a pretrained projector")
+    e.add_argument("--no-wavelet", action="store_true")
+    e.add_argument("--n-images", type=int, default=500)
+    e.add_argument("--problems", default="pid,bi,si,sr")
+    e.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
+                   help="test protocol (caps, T, SR adjoint), see admm_jax.problems")
+    e.add_argument("--dataset", default="faces", choices=["faces", "natural"],
+                   help="only sets DU-ADMM's SR test-time T (13 faces / 11 natural)")
+    e.add_argument("--batch", type=int, default=50)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("reproduce", help="the main job: train, pretrain, evaluate, Table 1",
+                       description="Train DU-ADMM and OneNet, evaluate the three methods and "
+                                   "print Table 1. --preset quick runs on a 2-core CPU in about "
+                                   "15 minutes on the bundled offline photos.")
+    r.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    _add_data_args(r)
+    r.add_argument("--out", default="outputs/reproduce")
+    r.add_argument("--dataset", default=None, choices=["faces", "natural"])
+    r.add_argument("--resume", action="store_true")
+    r.add_argument("--overwrite", action="store_true")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileExistsError, ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

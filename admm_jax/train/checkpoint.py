@@ -1,0 +1,83 @@
+"""Atomic, resumable checkpoints with orbax.
+
+A checkpoint holds the training state (parameters, optimiser state, step) and a JSON record
+(step, data-iterator position, RNG seed, config). Orbax writes each checkpoint into a temporary
+folder and renames it only once complete, so a run killed mid-write leaves the previous
+checkpoint as the latest one; the last ``keep`` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read (missing, corrupt, or of another model)."""
+
+
+class Checkpointer:
+    """Save / restore ``(state, meta)`` pairs under ``directory`` (one sub-folder per step)."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = False):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                               enable_async_checkpointing=async_save)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    # ------------------------------------------------------------------ write
+    def save(self, step: int, state: Any, meta: dict) -> None:
+        """Write checkpoint ``step`` (atomic: visible only once complete)."""
+        self._manager.save(
+            int(step),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                    meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    # ------------------------------------------------------------------- read
+    def latest_step(self) -> int | None:
+        self._manager.reload()
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        self._manager.reload()
+        return list(self._manager.all_steps())
+
+    def restore(self, state_template: Any, step: int | None = None) -> tuple[Any, dict]:
+        """Restore into the structure/shardings of ``state_template`` (arrays or
+        ``jax.ShapeDtypeStruct``s). Raises :class:`CheckpointError` with the reason."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no complete checkpoint found in {self.directory}")
+        abstract = jax.tree_util.tree_map(
+            lambda a: ocp.utils.to_shape_dtype_struct(a) if hasattr(a, "shape") else a,
+            state_template)
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                        meta=ocp.args.JsonRestore()),
+            )
+        except Exception as exc:  # orbax raises many types; name the checkpoint and the cause
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} could not be restored "
+                f"({type(exc).__name__}: {str(exc)[:300]}). It may be corrupt or come from a "
+                f"model with another width/preset; delete it to fall back to an older one."
+            ) from exc
+        return restored.state, dict(restored.meta)
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

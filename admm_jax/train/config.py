@@ -1,0 +1,99 @@
+"""Training configuration and the two named presets ("paper" default, "released").
+
+=============  =============================  ===================================
+knob           "paper" (default)              "released" (train.py + .sh, spec §6)
+=============  =============================  ===================================
+optimizer      Adam lr 1e-4, β=(0, 0.9)       Adam lr 2e-4, β=(0.9, 0.999), ε 1e-6
+grad clip      element-wise value clip ±10    same
+batch          10                             5
+steps          50,000                         100,000
+sampling       per sample (problem, A, ρ)     one problem + one A per mini-batch
+T (unrolled)   8                              8
+loss           MSE on z_T in [−1, 1]          same
+=============  =============================  ===================================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+PAPER = "paper"
+RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a DU-ADMM training run (saved as ``config.json``)."""
+
+    preset: str = PAPER
+    # optimisation
+    learning_rate: float = 1e-4
+    b1: float = 0.0
+    b2: float = 0.9
+    eps: float = 1e-8
+    grad_clip: float = 10.0
+    batch_size: int = 10
+    steps: int = 50_000
+    # the unrolled solver
+    num_iters: int = 8
+    problems: tuple[str, ...] = ("pid", "bi", "si", "sr")
+    problem_probs: tuple[float, ...] | None = None
+    per_sample_problems: bool = True
+    remat: bool = False
+    unroll: int | str = "auto"
+    # the prior
+    width: float = 1.0
+    compute_dtype: str = "float32"  # or "bfloat16" (convolutions in bf16, params f32)
+    # data and bookkeeping
+    image_size: int = 64
+    augment: bool = False
+    seed: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    val_every: int = 500
+    val_images: int = 50
+
+    def replace(self, **kw) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        d = dict(d)
+        for k in ("problems", "problem_probs"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.batch_size < 1 or self.steps < 0 or self.num_iters < 1:
+            raise ValueError("batch_size and num_iters must be >= 1 and steps >= 0")
+        if self.width <= 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError("compute_dtype must be 'float32' or 'bfloat16'")
+        if self.problem_probs is not None and len(self.problem_probs) != len(self.problems):
+            raise ValueError("problem_probs must have one entry per problem")
+
+
+def preset(name: str = PAPER, **overrides) -> TrainConfig:
+    """The named preset, with optional overrides (e.g. ``steps=2000, width=0.25``)."""
+    if name == PAPER:
+        base = TrainConfig()
+    elif name == RELEASED:
+        base = TrainConfig(preset=RELEASED, learning_rate=2e-4, b1=0.9, b2=0.999, eps=1e-6,
+                           batch_size=5, steps=100_000, per_sample_problems=False)
+    else:
+        raise ValueError(f"unknown training preset {name!r}; choose 'paper' or 'released'")
+    cfg = base.replace(**overrides)
+    cfg.validate()
+    return cfg

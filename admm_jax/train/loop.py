@@ -1,0 +1,280 @@
+"""The DU-ADMM training loop: progress bar, logs, validation, checkpoints, resume.
+
+Output folder layout (``out_dir``)::
+
+    config.json          the TrainConfig of the run
+    metrics.jsonl        one JSON record per logged step (loss, per-problem loss, throughput)
+    metrics.csv          the same, flat
+    validation.jsonl     periodic validation PSNR per problem (T unrolled iterations)
+    checkpoints/<step>/  orbax checkpoints (last ``keep_checkpoints``)
+    params/              final parameters (orbax, loadable by ``load_prior``)
+
+Interrupting (Ctrl-C) saves a checkpoint first; ``resume=True`` continues exactly where the last
+checkpoint stopped (same parameters, optimiser state, data order and operator draws).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from admm_jax.admm import initial_state, unrolled_admm
+from admm_jax.metrics import psnr
+from admm_jax.problems import Problem, get_problems, measure_indexed
+from admm_jax.train.checkpoint import Checkpointer, CheckpointError
+from admm_jax.train.config import TrainConfig
+from admm_jax.train.optim import make_optimizer
+from admm_jax.train.step import (
+    TrainState,
+    init_train_state,
+    make_mesh,
+    make_train_step,
+    shard_batch,
+)
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder already holds a run and neither resume nor overwrite was asked."""
+
+
+def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path:
+    """Create ``out_dir``; refuse to reuse a non-empty one unless ``resume`` or ``overwrite``."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        if resume:
+            return out
+        if not overwrite:
+            raise OutputExistsError(
+                f"output folder {out} already exists and is not empty; pass --resume to "
+                f"continue that run, --overwrite to replace it, or choose another folder.")
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def build_prior(cfg: TrainConfig, seed: int | None = None):
+    """The DU-ADMM prior of ``cfg`` as (apply_fn, params)."""
+    from flax import nnx
+
+    from admm_jax.priors import du_admm_prior, make_prior_fn
+
+    dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
+    model = du_admm_prior(width=cfg.width, rngs=nnx.Rngs(cfg.seed if seed is None else seed),
+                          compute_dtype=dtype)
+    return make_prior_fn(model)
+
+
+class Validator:
+    """Fixed held-out images and one fixed operator per image and problem; reports the mean
+    PSNR of z after T unrolled iterations (and, once, of the pinv start z⁰)."""
+
+    def __init__(self, images: np.ndarray, problems: tuple[Problem, ...], num_iters: int,
+                 prior_fn: Callable, seed: int = 12345):
+        self.images = jnp.asarray(_to_float(np.asarray(images)))
+        idx = jnp.arange(self.images.shape[0])
+        key = jax.random.PRNGKey(seed)
+        self.problems = problems
+        self._measured, self.start_psnr, self._solvers = {}, {}, {}
+        for p in problems:
+            op, y = measure_indexed(p, key, idx, self.images)
+            self._measured[p.name] = (op, y)
+            self.start_psnr[p.name] = float(jnp.mean(psnr(initial_state(op, y).z, self.images)))
+            self._solvers[p.name] = jax.jit(
+                lambda prm, o, yy, rho=p.rho: unrolled_admm(
+                    lambda v, r: prior_fn(prm, v), o, yy, rho, num_iters, validate=False))
+
+    def __call__(self, params: Any) -> dict[str, float]:
+        out = {}
+        for p in self.problems:
+            op, y = self._measured[p.name]
+            z = self._solvers[p.name](params, op, y)
+            out[p.name] = float(jnp.mean(psnr(z, self.images)))
+        return out
+
+
+def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | None,
+          out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, stop_after: int | None = None,
+          log: Callable[[str], None] = print) -> dict:
+    """Train DU-ADMM and return a summary dict.
+
+    Args:
+      cfg: the run's configuration (see :mod:`admm_jax.train.config`).
+      train_images: (N, H, W, 3) uint8 or float in [0, 1].
+      val_images: held-out images for the periodic validation PSNR (or None).
+      out_dir: output folder (see module docstring).
+      resume: continue from the latest checkpoint in ``out_dir``.
+      stop_after: stop (with a checkpoint) after this many steps of *this* call — for tests
+        and for chunking long runs across sessions.
+    """
+    from admm_jax.data import BatchIterator
+
+    cfg.validate()
+    out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
+    cfg_path = out / "config.json"
+    if resume and cfg_path.exists():
+        saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        if (saved.width, saved.compute_dtype, saved.batch_size) != (
+                cfg.width, cfg.compute_dtype, cfg.batch_size):
+            raise ValueError(f"--resume: config in {cfg_path} differs in width/dtype/batch from "
+                             f"the one requested")
+    cfg_path.write_text(cfg.to_json())
+
+    all_problems = get_problems("paper")
+    problems = tuple(all_problems[n] for n in cfg.problems)
+    mesh = make_mesh()
+    prior_fn, params = build_prior(cfg)
+    tx = make_optimizer(cfg)
+    state = init_train_state(params, tx, mesh)
+    step_fn = make_train_step(prior_fn, tx, problems, cfg, mesh)
+    data = BatchIterator(train_images, cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
+    base_key = jax.random.PRNGKey(cfg.seed)
+
+    ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
+    start = 0
+    if resume:
+        if ckpt.latest_step() is None:
+            log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+        else:
+            state, meta = ckpt.restore(state)
+            data = BatchIterator.from_state(train_images, meta["data"], augment=cfg.augment)
+            start = int(meta["step"])
+            log(f"resumed from step {start} ({out / 'checkpoints' / str(start)})")
+
+    validator = (Validator(val_images[: cfg.val_images], problems, cfg.num_iters, prior_fn)
+                 if val_images is not None and len(val_images) else None)
+    if validator is not None and start == 0:
+        _append_jsonl(out / "validation.jsonl",
+                      {"step": 0, "kind": "pinv_start", **validator.start_psnr})
+
+    def save(step: int) -> None:
+        ckpt.save(step, state, {"step": step, "data": data.state(), "seed": cfg.seed})
+
+    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
+    bar = _progress(start, cfg.steps, progress)
+    t_last, n_last = time.perf_counter(), start
+    step = start
+    compile_s = None
+    try:
+        for step in range(start, end):
+            images = shard_batch(_to_float(next(data)), mesh)
+            t0 = time.perf_counter()
+            state, metrics = step_fn(state, images, base_key)
+            if compile_s is None:
+                jax.block_until_ready(metrics["loss"])
+                compile_s = time.perf_counter() - t0
+            done = step + 1
+            if done % cfg.log_every == 0 or done == end:
+                loss = float(metrics["loss"])
+                if not math.isfinite(loss):
+                    save(done)
+                    raise FloatingPointError(f"loss became {loss} at step {done}; "
+                                             f"checkpoint saved for inspection")
+                now = time.perf_counter()
+                rate = (done - n_last) / max(now - t_last, 1e-9)
+                t_last, n_last = now, done
+                rec = {"step": done, "loss": loss, "steps_per_s": rate,
+                       "images_per_s": rate * cfg.batch_size,
+                       "grad_norm": float(metrics["grad_norm"])}
+                for p, l, c in zip(problems, np.asarray(metrics["loss_per_problem"]),
+                                   np.asarray(metrics["count_per_problem"])):
+                    rec[f"loss_{p.name}"] = float(l) if c > 0 else None
+                _append_jsonl(out / "metrics.jsonl", rec)
+                _append_csv(out / "metrics.csv", rec)
+                bar.set_postfix(loss=f"{loss:.4f}", it_s=f"{rate:.2f}")
+            bar.update(1)
+            if validator is not None and (done % cfg.val_every == 0 or done == end):
+                val = validator(state.params)
+                _append_jsonl(out / "validation.jsonl", {"step": done, "kind": "du_admm", **val})
+                bar.write(f"step {done}: validation PSNR " +
+                          ", ".join(f"{k} {v:.2f}" for k, v in val.items()))
+            if done % cfg.checkpoint_every == 0 and done != end:
+                save(done)
+        step = end
+        save(end)
+    except KeyboardInterrupt:
+        done = int(state.step)
+        save(done)
+        log(f"\ninterrupted: checkpoint saved at step {done} in {out / 'checkpoints'}; "
+            f"rerun with --resume to continue")
+        raise
+    finally:
+        bar.close()
+        ckpt.close()
+    if end == cfg.steps:
+        save_params(out / "params", state.params, cfg)
+    summary = {"out_dir": str(out), "step": end, "compile_s": compile_s,
+               "final_loss": float(metrics["loss"]) if end > start else None}
+    log(f"training outputs written to {out}")
+    return summary
+
+
+def save_params(path: Path, params: Any, cfg: TrainConfig) -> None:
+    """Final parameters alone (orbax) plus the config needed to rebuild the prior."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    if path.exists():
+        import shutil
+
+        shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path / "state", params)
+    (path / "config.json").write_text(cfg.to_json())
+
+
+def load_prior(path: str | Path):
+    """Rebuild (apply_fn, params, cfg) from a ``params/`` folder written by :func:`train`."""
+    import orbax.checkpoint as ocp
+
+    path = Path(path).absolute()
+    cfg_file = path / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{path} holds no config.json: not a saved prior")
+    cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+    prior_fn, template = build_prior(cfg)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(path / "state", template)
+    except Exception as exc:
+        raise CheckpointError(f"could not restore prior weights from {path}: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    return prior_fn, params, cfg
+
+
+# --------------------------------------------------------------------------- helpers
+def _to_float(batch: np.ndarray) -> np.ndarray:
+    if batch.dtype == np.uint8:
+        return batch.astype(np.float32) / 255.0
+    return batch.astype(np.float32, copy=False)
+
+
+def _append_jsonl(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def _append_csv(path: Path, rec: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rec))
+        if new:
+            w.writeheader()
+        w.writerow(rec)
+
+
+def _progress(start: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, disable=not enabled, desc="train DU-ADMM",
+                unit="step", dynamic_ncols=True)
