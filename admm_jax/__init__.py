@@ -1,3 +1,83 @@
-"""admm_jax: differentiable unrolled ADMM (DU-ADMM OneNet) and classical ADMM in JAX."""
+"""admm_jax: differentiable unrolled ADMM (DU-ADMM OneNet) and classical ADMM in JAX.
+
+The data flows one way: ``operators`` → ``admm`` solvers → ``priors`` → ``train`` →
+``evaluate`` → ``reproduce``/CLI. The flat API below covers everyday use; the sub-packages
+``admm_jax.data``, ``admm_jax.train``, ``admm_jax.evaluate`` and ``admm_jax.baselines`` are
+imported on first access.
+
+Conventions: images are NHWC float32 in [0, 1] at every public function; the networks work in
+[−1, 1] and the conversion happens inside :func:`make_prior_fn`. Randomness comes only from
+explicit ``jax.random`` keys.
+"""
+
+import importlib
+
+from admm_jax.admm import (
+    ADMMResult,
+    ADMMState,
+    admm_step,
+    converging_admm,
+    data_step,
+    initial_state,
+    unrolled_admm,
+)
+from admm_jax.metrics import psnr, rms
+from admm_jax.operators import (
+    BoxDownsample,
+    CircularConvolution,
+    DenseOperator,
+    FunctionOperator,
+    LinearOperator,
+    Mask,
+    SelectOperator,
+    as_custom,
+    block_mask,
+    box_blur,
+    circular_kernel,
+    gaussian_blur,
+    gaussian_cs,
+    operator_pytree,
+    pixelwise_mask,
+    scattered_mask,
+    static_field,
+)
+from admm_jax.problems import (
+    PAPER_PROBLEMS,
+    Problem,
+    get_problem,
+    get_problems,
+    measure,
+    measure_indexed,
+    measure_mixed,
+)
+from admm_jax.wavelets import dwt2, idwt2, soft_threshold, wavelet_l1_prox
 
 __version__ = "0.1.0"
+
+_LAZY = {"data", "train", "evaluate", "baselines", "priors", "reproduce", "cli"}
+_LAZY_NAMES = {
+    "du_admm_prior": "priors", "onenet_projector": "priors", "make_prior_fn": "priors",
+    "count_params": "priors",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return importlib.import_module(f"admm_jax.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"admm_jax.{_LAZY_NAMES[name]}"), name)
+    raise AttributeError(f"module 'admm_jax' has no attribute {name!r}")
+
+
+__all__ = [
+    "ADMMResult", "ADMMState", "admm_step", "converging_admm", "data_step", "initial_state",
+    "unrolled_admm", "psnr", "rms",
+    "BoxDownsample", "CircularConvolution", "DenseOperator", "FunctionOperator",
+    "LinearOperator", "Mask", "SelectOperator", "as_custom", "block_mask", "box_blur",
+    "circular_kernel", "gaussian_blur", "gaussian_cs", "operator_pytree", "pixelwise_mask",
+    "scattered_mask", "static_field",
+    "PAPER_PROBLEMS", "Problem", "get_problem", "get_problems", "measure", "measure_indexed",
+    "measure_mixed",
+    "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",
+    "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params",
+]

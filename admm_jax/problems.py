@@ -105,7 +105,7 @@ def _cs(key, shape, _scale):
 
 
 def _deblur(_key, shape, _scale):
-    return gaussian_blur(shape, sigma=1.5)
+    return gaussian_blur(shape, sigma=1.5, rcond=0.05)
 
 
 def _paper_problems() -> dict[str, Problem]:
@@ -127,9 +127,9 @@ def _paper_problems() -> dict[str, Problem]:
         "cs": Problem("cs", "compressive sensing 10%", _cs, 0.0, 0.3,
                       IterativeSettings(0.3, 3e-3, 8), IterativeSettings(0.3, 3e-3, 300),
                       w(0.05), in_paper=False),
-        "deblur": Problem("deblur", "Gaussian deblurring", _deblur, 0.01, 0.05,
-                          IterativeSettings(0.05, 1e-4, 8), IterativeSettings(0.05, 1e-4, 300),
-                          WaveletSettings(rho=0.05, lam=0.002, tol=1e-4, max_iters=300),
+        "deblur": Problem("deblur", "Gaussian deblurring", _deblur, 0.01, 0.1,
+                          IterativeSettings(0.1, 1e-4, 8), IterativeSettings(0.1, 1e-4, 300),
+                          WaveletSettings(rho=0.1, lam=0.002, tol=1e-4, max_iters=300),
                           in_paper=False),
     }
 

@@ -63,6 +63,8 @@ class LinearOperator:
     def out_shape(self) -> tuple[int, ...]:
         """Shape of one measurement ``A x``."""
         out = jax.eval_shape(self.apply, jax.ShapeDtypeStruct(self.in_shape, jnp.float32))
+        if isinstance(out, (tuple, list)):  # a tuple of measurements (e.g. a wrapped selector)
+            return tuple(tuple(o.shape) for o in out)
         return tuple(out.shape)
 
     @property

@@ -69,8 +69,12 @@ def circular_kernel(psf: Array, image_hw: tuple[int, int]) -> Array:
 
 
 def gaussian_blur(shape: tuple[int, int, int] = (64, 64, 3), sigma: float = 1.0,
-                  size: int | None = None, dtype=jnp.float32) -> CircularConvolution:
-    """Normalised isotropic Gaussian blur of std ``sigma`` pixels, ``size``² taps (odd)."""
+                  size: int | None = None, dtype=jnp.float32,
+                  rcond: float = 1e-6) -> CircularConvolution:
+    """Normalised isotropic Gaussian blur of std ``sigma`` pixels, ``size``² taps (odd).
+
+    ``rcond`` truncates ``pinv`` (the ADMM start): with noisy data a larger value (e.g. 0.05)
+    avoids starting from noise amplified by near-zero frequencies."""
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     size = size or 2 * int(np.ceil(3 * sigma)) + 1
@@ -79,7 +83,7 @@ def gaussian_blur(shape: tuple[int, int, int] = (64, 64, 3), sigma: float = 1.0,
     psf = np.outer(g, g)
     psf /= psf.sum()
     return CircularConvolution(kernel=circular_kernel(jnp.asarray(psf, dtype), shape[:2]),
-                               in_shape=tuple(shape))
+                               in_shape=tuple(shape), rcond=rcond)
 
 
 def box_blur(shape: tuple[int, int, int] = (64, 64, 3), size: int = 5,

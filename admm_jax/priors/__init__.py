@@ -1,0 +1,54 @@
+"""Priors: the DU-ADMM prior / OneNet projector, OneNet discriminators and their layers.
+
+Networks work in the [−1, 1] image domain; :func:`make_prior_fn` wraps a projector as a pure
+function of ``(params, image in [0, 1])`` for the ADMM solver.
+"""
+
+from admm_jax.priors.functional import (
+    count_params,
+    from_network_domain,
+    make_prior_fn,
+    to_network_domain,
+)
+from admm_jax.priors.layers import (
+    ACTIVATIONS,
+    INIT_STDDEV,
+    NORMS,
+    RESIZE_MODES,
+    Bottleneck,
+    ChannelWiseDense,
+    Conv2D,
+    Deconv2D,
+    Dense,
+    InstanceNorm,
+    VirtualBatchNorm,
+    elu_like,
+    get_activation,
+    make_norm,
+    resize_index_map,
+    resize_nearest,
+    truncated_normal_init,
+)
+from admm_jax.priors.networks import (
+    PRIOR_PARAM_COUNT,
+    ImageDiscriminator,
+    LatentDiscriminator,
+    ProjectionNetwork,
+    du_admm_prior,
+    onenet_discriminators,
+    onenet_projector,
+    scale_channels,
+)
+
+__all__ = [
+    # networks
+    "ProjectionNetwork", "ImageDiscriminator", "LatentDiscriminator",
+    "du_admm_prior", "onenet_projector", "onenet_discriminators",
+    "scale_channels", "PRIOR_PARAM_COUNT",
+    # bridge
+    "make_prior_fn", "count_params", "to_network_domain", "from_network_domain",
+    # layers
+    "resize_index_map", "resize_nearest", "elu_like", "get_activation", "truncated_normal_init",
+    "Conv2D", "Deconv2D", "InstanceNorm", "VirtualBatchNorm", "make_norm", "ChannelWiseDense",
+    "Dense", "Bottleneck", "RESIZE_MODES", "ACTIVATIONS", "NORMS", "INIT_STDDEV",
+]
