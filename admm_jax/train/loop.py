@@ -158,7 +158,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
                       {"step": 0, "kind": "pinv_start", **validator.start_psnr})
 
     def save(step: int) -> None:
-        ckpt.save(step, state, {"step": step, "data": data.state(), "seed": cfg.seed})
+        data_state = data.state() if callable(data.state) else data.state
+        ckpt.save(step, state, {"step": step, "data": data_state, "seed": cfg.seed})
 
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     bar = _progress(start, cfg.steps, progress)
