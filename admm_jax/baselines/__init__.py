@@ -32,3 +32,14 @@ __all__ = [
     "onenet_projector_loss", "onenet_discriminator_loss",
     "onenet_optimizers", "scale_by_tf1_adam", "Tf1AdamState", "clamp_weights", "is_kernel",
 ]
+
+from admm_jax.baselines.onenet_train import (  # noqa: E402
+    OneNetConfig,
+    OneNetState,
+    load_projector,
+    make_pretrain_step,
+    pretrain_onenet,
+)
+
+__all__ += ["OneNetConfig", "OneNetState", "load_projector", "make_pretrain_step",
+            "pretrain_onenet"]

@@ -42,7 +42,8 @@ Design for ``jit`` (all shapes static, the sizes ``s``, ``r``, ``c`` traced):
   map is always drawn at the maximum size ``n_max × n_max``; only its top-left ``r × c`` block
   receives non-zero weight, so the result has the distribution of the original.
 
-Randomness comes only from the explicit ``key`` (three batch-wide draws: uniforms, normals, maps).
+Randomness comes only from the explicit ``key`` (one batch-wide uniform draw, split into
+the per-image scalars, the normals and the map entries).
 RNG bit streams of course differ from NumPy's; only the distribution is reproduced.
 """
 
@@ -357,16 +358,21 @@ def onenet_noise(
     b, h, w, c = images.shape
     r_max = max_map_size(h, map_size_max_frac)
     c_max = max_map_size(w, map_size_max_frac)
-    # All random draws happen batch-wide, three RNG calls in all (vmapping the RNG per image
-    # made XLA's CPU compile several times slower); the per-image work below is deterministic.
-    k_scalars, k_noise, k_map = jax.random.split(key, 3)
-    u = jax.random.uniform(k_scalars, (b, 3 + 2 * c), jnp.float32)
-    gauss = jax.random.normal(k_noise, (b, h, w, c), images.dtype)
+    # All randomness is ONE batch-wide uniform draw on (−1, 1), split into the per-image scalars,
+    # the Gaussian noise (√2·erfinv(u), exactly how jax.random.normal makes normals) and the map
+    # entries. Each separate RNG call added ~1 s of XLA CPU compile time here; the per-image work
+    # below is deterministic.
+    dtype = images.dtype
+    n_u = 3 + 2 * c
+    n_g = h * w * c
+    n_m = c * r_max * c_max if spatially_varying else 0
+    lo = float(np.nextafter(np.asarray(-1.0, dtype), np.asarray(0.0, dtype)))
+    flat = jax.random.uniform(key, (b, n_u + n_g + n_m), dtype, lo, 1.0)
+    u = (flat[:, :n_u] + 1.0) * 0.5  # [0, 1): [coin, ratio, σ, map rows (C), map cols (C)]
+    gauss = (float(np.sqrt(2.0)) * jax.lax.erf_inv(flat[:, n_u:n_u + n_g])).reshape(b, h, w, c)
     lowres = None
     if spatially_varying:
-        lowres = jax.random.uniform(
-            k_map, (b, c, r_max, c_max), images.dtype, -map_amplitude, map_amplitude
-        )
+        lowres = (map_amplitude * flat[:, n_u + n_g:]).reshape(b, c, r_max, c_max)
     fn = functools.partial(
         _one_image,
         blocky_prob=float(blocky_prob),
