@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,7 +180,34 @@ class BatchIterator:
         return it.restore(state)
 
 
-_END = object()
+def _put(q: queue.Queue, stop: threading.Event, item: Any) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _produce(source: Iterator, state_fn: Any, place: Any, q: queue.Queue, stop: threading.Event) -> None:
+    # A plain function (not a method) so that the thread holds no reference to the Prefetcher,
+    # which can then be garbage-collected (its __del__ stops this loop).
+    try:
+        while not stop.is_set():
+            try:
+                item = next(source)
+            except StopIteration:
+                break
+            st = state_fn() if state_fn is not None else None
+            if place is not None:
+                item = place(item)
+            if not _put(q, stop, ("item", item, st)):
+                return
+    except BaseException as err:  # noqa: BLE001 - handed to the consumer
+        _put(q, stop, ("error", err, None))
+        return
+    _put(q, stop, ("end", None, None))
 
 
 class Prefetcher:
@@ -197,47 +224,25 @@ class Prefetcher:
     def __init__(self, iterator: Any, size: int = 2, device_put: Any = None) -> None:
         if not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"prefetch size must be a positive int, got {size!r}.")
-        self._source = iter(iterator)
-        self._has_state = callable(getattr(iterator, "state", None))
-        self._state_fn = iterator.state if self._has_state else None
-        self._queue: queue.Queue = queue.Queue(maxsize=int(size))
-        self._stop = threading.Event()
-        self._state: Any = self._state_fn() if self._state_fn else None
-        self._place = None
+        state_fn = getattr(iterator, "state", None)
+        self._has_state = callable(state_fn)
+        self._state: Any = state_fn() if self._has_state else None
+        place = None
         if device_put is not None and device_put is not False:
             import jax
 
             target = None if device_put is True else device_put
-            self._place = lambda x: jax.device_put(x, target)
+            place = lambda x: jax.device_put(x, target)  # noqa: E731
+        self._queue: queue.Queue = queue.Queue(maxsize=int(size))
+        self._stop = threading.Event()
         self._done = False
-        self._thread = threading.Thread(target=self._run, name="admm_jax-prefetch", daemon=True)
+        self._thread = threading.Thread(
+            target=_produce,
+            args=(iter(iterator), state_fn if self._has_state else None, place, self._queue, self._stop),
+            name="admm_jax-prefetch",
+            daemon=True,
+        )
         self._thread.start()
-
-    def _put(self, item: Any) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    item = next(self._source)
-                except StopIteration:
-                    break
-                st = self._state_fn() if self._state_fn else None
-                if self._place is not None:
-                    item = self._place(item)
-                if not self._put(("item", item, st)):
-                    return
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            self._put(("error", err, None))
-            return
-        self._put(("end", None, None))
 
     def __iter__(self) -> "Prefetcher":
         return self
@@ -285,10 +290,15 @@ class Prefetcher:
             pass
 
 
-def prefetch(iterator: Any, size: int = 2, device_put: Any = None) -> Prefetcher:
+def prefetch(iterator: Any, size: int = 2, device_put: Any = None, *, sharding: Any = None) -> Prefetcher:
     """Prepare items of ``iterator`` on a background thread (see :class:`Prefetcher`).
 
-    ``prefetch(BatchIterator(images, 32, seed=0), size=2, device_put=sharding)`` yields the same
-    batches in the same order as the plain iterator, placed on device(s) ahead of time.
+    ``prefetch(BatchIterator(images, 32, seed=0), size=2, sharding=sharding)`` yields the same
+    batches in the same order as the plain iterator, placed with ``jax.device_put(batch,
+    sharding)`` ahead of time (``device_put=True``: the default device; neither: NumPy).
     """
+    if sharding is not None:
+        if device_put not in (None, False, True):
+            raise ValueError("give either device_put=<sharding> or sharding=, not both.")
+        device_put = sharding
     return Prefetcher(iterator, size=size, device_put=device_put)

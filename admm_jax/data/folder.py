@@ -73,7 +73,13 @@ def list_images(
     found: set[Path] = set()
     for top in tops:
         if recursive:
+            seen: set[str] = set()
             for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+                real = os.path.realpath(dirpath)
+                if real in seen:  # a symlink loop or a second link to the same folder
+                    dirnames[:] = []
+                    continue
+                seen.add(real)
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
                 for name in filenames:
                     if not name.startswith(".") and os.path.splitext(name)[1].lower() in exts:

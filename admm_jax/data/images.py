@@ -7,6 +7,9 @@ The pixel pipeline of the original code (spec §2), used for training and test a
 2. resize the **whole** image (no crop, aspect ratio not preserved) to ``size`` with PIL bilinear;
 3. divide by 255, giving float32 values in [0, 1].
 
+Like the original, the EXIF orientation tag is ignored (pixels are used as stored) and
+multi-frame files (TIFF, WebP) use their first frame.
+
 Arrays that hold many images stay uint8 ``(N, H, W, 3)`` (4× smaller, exact); :func:`as_float`
 turns them into float32 in [0, 1]. Optional augmentation takes a random crop of each side
 (``crop_scale`` of its length, e.g. 0.6–1.0) before the resize, drawn from an explicit NumPy

@@ -190,7 +190,7 @@ def _load_packed(path: Path, parts: Sequence[str], hw: tuple[int, int]) -> np.nd
                 shape = z[f"{key}@shape"]
                 if shape.shape != (4,) or tuple(shape[1:3]) != hw:
                     raise ValueError(
-                        f"{str(path)!r}[{key!r}] holds {tuple(shape)} images, but size "
+                        f"{str(path)!r}[{key!r}] holds {int(shape[1])}x{int(shape[2])} images, but size "
                         f"{hw[0]}x{hw[1]} was asked for; repack it at that size."
                     )
                 arr = _decode_encoded(z[f"{key}@bytes"], z[f"{key}@offsets"], shape)

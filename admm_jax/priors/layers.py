@@ -95,20 +95,76 @@ def resize_index_map(n_in: int, n_out: int, mode: str = "custom") -> np.ndarray:
     return idx.astype(np.int32)
 
 
+def _index_map_pieces(idx: np.ndarray, n_in: int, max_pieces: int = 8):
+    """Decompose a sorted index map into strided slices and repeated blocks.
+
+    Returns a list of ``(start, stop, step, repeat)`` pieces such that concatenating
+    ``repeat(x[start:stop:step], repeat)`` reproduces ``x[idx]``, or ``None`` when the map has
+    no such short decomposition (the caller then falls back to a gather).
+    """
+    idx = np.asarray(idx, np.int64)
+    if idx.size == 0 or np.any(np.diff(idx) < 0):
+        return None
+    values, counts = np.unique(idx, return_counts=True)
+    pieces = []
+    if np.all(counts == 1):
+        # strictly increasing: greedy arithmetic progressions -> strided slices
+        i = 0
+        while i < len(values):
+            if i + 1 == len(values):
+                pieces.append((int(values[i]), int(values[i]) + 1, 1, 1))
+                break
+            step = int(values[i + 1] - values[i])
+            j = i + 1
+            while j + 1 < len(values) and values[j + 1] - values[j] == step:
+                j += 1
+            pieces.append((int(values[i]), int(values[j]) + 1, step, 1))
+            i = j + 1
+    else:
+        # repeats: every source used must be contiguous (no gaps); group equal counts
+        if np.any(np.diff(values) != 1):
+            return None
+        i = 0
+        while i < len(values):
+            j = i
+            while j + 1 < len(values) and counts[j + 1] == counts[i]:
+                j += 1
+            pieces.append((int(values[i]), int(values[j]) + 1, 1, int(counts[i])))
+            i = j + 1
+    return pieces if len(pieces) <= max_pieces else None
+
+
+def _resize_axis(x: jax.Array, axis: int, n_out: int, mode: str) -> jax.Array:
+    n_in = x.shape[axis]
+    idx = resize_index_map(n_in, n_out, mode)
+    pieces = _index_map_pieces(idx, n_in)
+    if pieces is None:
+        return jnp.take(x, idx, axis=axis, indices_are_sorted=True, mode="clip")
+    parts = []
+    for start, stop, step, rep in pieces:
+        part = jax.lax.slice_in_dim(x, start, stop, step, axis=axis)
+        if rep > 1:
+            part = jnp.repeat(part, rep, axis=axis, total_repeat_length=part.shape[axis] * rep)
+        parts.append(part)
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=axis)
+
+
 def resize_nearest(x: jax.Array, size: Sequence[int], mode: str = "custom") -> jax.Array:
     """Nearest-neighbour resize of an NHWC batch to ``size = (H_out, W_out)``.
 
-    Implemented as a gather along H followed by a gather along W with the static index maps of
-    :func:`resize_index_map`. A no-op when the size already matches.
+    Semantically a gather along H followed by a gather along W with the static index maps of
+    :func:`resize_index_map`. The maps used by the networks (×½ and ×2 in both modes) are
+    executed as a few strided slices / broadcast repeats, whose gradients are cheap pads and
+    sums instead of scatter-adds; any other map falls back to ``jnp.take``. A no-op when the
+    size already matches.
     """
     h_out, w_out = int(size[0]), int(size[1])
-    _, h_in, w_in, _ = x.shape
-    if h_in != h_out:
-        idx = resize_index_map(h_in, h_out, mode)
-        x = jnp.take(x, idx, axis=1, indices_are_sorted=True, mode="clip")
-    if w_in != w_out:
-        idx = resize_index_map(w_in, w_out, mode)
-        x = jnp.take(x, idx, axis=2, indices_are_sorted=True, mode="clip")
+    if x.ndim != 4:
+        raise ValueError(f"resize_nearest expects NHWC input, got shape {x.shape}")
+    if x.shape[1] != h_out:
+        x = _resize_axis(x, 1, h_out, mode)
+    if x.shape[2] != w_out:
+        x = _resize_axis(x, 2, w_out, mode)
     return x
 
 

@@ -105,6 +105,7 @@ class Validator:
 def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | None,
           out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, stop_after: int | None = None,
+          callback: Callable[[int, TrainState], None] | None = None,
           log: Callable[[str], None] = print) -> dict:
     """Train DU-ADMM and return a summary dict.
 
@@ -116,6 +117,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
       resume: continue from the latest checkpoint in ``out_dir``.
       stop_after: stop (with a checkpoint) after this many steps of *this* call — for tests
         and for chunking long runs across sessions.
+      callback: called as ``callback(step, state)`` after every step (after any checkpoint).
     """
     from admm_jax.data import BatchIterator
 
@@ -201,6 +203,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
                           ", ".join(f"{k} {v:.2f}" for k, v in val.items()))
             if done % cfg.checkpoint_every == 0 and done != end:
                 save(done)
+            if callback is not None:
+                callback(done, state)
         step = end
         save(end)
     except KeyboardInterrupt:
@@ -215,7 +219,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     if end == cfg.steps:
         save_params(out / "params", state.params, cfg)
     summary = {"out_dir": str(out), "step": end, "compile_s": compile_s,
-               "final_loss": float(metrics["loss"]) if end > start else None}
+               "final_loss": float(metrics["loss"]) if end > start else None,
+               "params": state.params}
     log(f"training outputs written to {out}")
     return summary
 
