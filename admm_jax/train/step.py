@@ -94,7 +94,7 @@ def make_train_step(prior_fn: PriorFn, tx: optax.GradientTransformation,
         per_problem = (onehot * aux["per_sample"][:, None]).sum(0) / jnp.maximum(onehot.sum(0), 1)
         metrics = {"loss": loss, "loss_per_problem": per_problem,
                    "count_per_problem": onehot.sum(0),
-                   "grad_norm": optax.global_norm(grads)}
+                   "grad_norm": jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return jax.jit(step, in_shardings=(replicated, batch_sharded, replicated),
