@@ -89,6 +89,12 @@ def _no_keep(name, h):
     return h
 
 
+def _zero_params(module: nnx.Module) -> None:
+    for _, var in nnx.iter_graph(module):
+        if isinstance(var, nnx.Param):
+            var.value = jnp.zeros_like(var.value)
+
+
 class ProjectionNetwork(nnx.Module):
     """The 12-layer OneNet projector, which is also the DU-ADMM prior ``p(θ, ·)``.
 
@@ -130,6 +136,11 @@ class ProjectionNetwork(nnx.Module):
     image_size, image_channels: input geometry (default 64×64×3; ``image_size`` must be a
         multiple of 8).
     rngs: ``nnx.Rngs`` used for the weight initialisation.
+    residual: **not in the paper** (default False). If True the network predicts a correction:
+        ``P(x) = x + recon(...)`` with the last layer initialised to zero, so it starts as the
+        identity. Same parameter count. Useful when only a short training budget is available
+        (the paper's bottleneck autoencoder needs tens of thousands of steps to pass its input
+        through faithfully).
 
     Domain: input and output are in the [−1, 1] image domain (output unbounded).
     """
@@ -137,7 +148,7 @@ class ProjectionNetwork(nnx.Module):
     def __init__(self, *, width: float = 1.0, resize_mode: str = "custom",
                  activation: str = "elu_like", norm: str = "instance",
                  compute_dtype=jnp.float32, image_size: int = 64, image_channels: int = 3,
-                 rngs: nnx.Rngs):
+                 residual: bool = False, rngs: nnx.Rngs):
         _check_options(resize_mode, activation, norm)
         if not float(width) > 0:
             raise ValueError(f"width must be positive, got {width}")
@@ -178,6 +189,9 @@ class ProjectionNetwork(nnx.Module):
         self.deconv0 = Deconv2D(c128, c64, 4, stride=1, **conv)
         self.debn0 = n(c64)
         self.recon = Deconv2D(c64, image_channels, 4, stride=1, **conv)
+        self.residual = bool(residual)
+        if self.residual:  # start as the identity map
+            _zero_params(self.recon)
 
     # -- low level: the last n_reference rows are the VBN reference batch ---------------------
 
@@ -235,6 +249,8 @@ class ProjectionNetwork(nnx.Module):
         xr, n_ref = _with_reference(x, reference, self.norm)
         latent = self._encode_layers(xr, n_ref)
         y = self._decode_layers(latent, n_ref)
+        if self.residual:
+            y = y + xr.astype(jnp.float32)
         return y[:batch], latent[:batch].astype(jnp.float32)
 
     def __call__(self, x: jax.Array, reference: jax.Array | None = None) -> jax.Array:
@@ -278,7 +294,7 @@ class ImageDiscriminator(nnx.Module):
     def __init__(self, *, width: float = 1.0, blocks: Sequence[int] = (3, 4, 6, 3),
                  norm: str = "instance", activation: str = "elu", resize_mode: str = "tf_legacy",
                  compute_dtype=jnp.float32, image_size: int = 64, image_channels: int = 3,
-                 rngs: nnx.Rngs):
+                 residual: bool = False, rngs: nnx.Rngs):
         _check_options(resize_mode, activation, norm)
         self.width = float(width)
         self.norm, self.activation, self.resize_mode = norm, activation, resize_mode

@@ -45,6 +45,7 @@ class TrainConfig:
     unroll: int | str = "auto"
     # the prior
     width: float = 1.0
+    residual: bool = False  # not in the paper: P(x) = x + net(x), see ProjectionNetwork
     compute_dtype: str = "float32"  # or "bfloat16" (convolutions in bf16, params f32)
     # data and bookkeeping
     image_size: int = 64
