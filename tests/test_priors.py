@@ -516,3 +516,19 @@ def test_discriminators_forward_and_grad():
     assert all(np.all(np.isfinite(np.asarray(l))) for l in leaves)
     assert float(jnp.abs(g_lat["blocks"][0]["conv1"]["kernel"][...]).sum()) > 0
     assert float(jnp.abs(g_lat["blocks"][3]["conv_sc"]["kernel"][...]).sum()) > 0
+
+
+def test_residual_variant_starts_as_identity_with_same_parameter_count():
+    """Not in the paper: P(x) = x + net(x) with a zero-initialised last layer."""
+    from flax import nnx
+
+    from admm_jax.priors import count_params, du_admm_prior, make_prior_fn
+
+    plain = du_admm_prior(width=1 / 16, rngs=nnx.Rngs(0))
+    res = du_admm_prior(width=1 / 16, rngs=nnx.Rngs(0), residual=True)
+    assert count_params(plain) == count_params(res)
+    fn, params = make_prior_fn(res)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
+    np.testing.assert_array_equal(np.asarray(fn(params, x)), np.asarray(x))
+    g = jax.grad(lambda p: jnp.sum(fn(p, x) ** 2))(params)
+    assert float(jnp.abs(g["recon"]["kernel"][...]).max()) > 0  # the correction can learn
