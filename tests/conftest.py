@@ -1,0 +1,103 @@
+"""Shared fixtures and helpers for the operator / ADMM / problem tests."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# The dense NumPy references (192x192 .. 768x768) are far too small for multithreaded BLAS: on a
+# busy 2-core machine OpenBLAS threads made an SVD ~30x slower. One thread, unless the user says
+# otherwise (only effective if NumPy was not imported yet; threadpoolctl below covers the rest).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+# Make ``admm_jax`` importable when the package is not installed in the virtualenv
+# (``.venv/bin/pytest`` does not put the repository root on sys.path by itself).
+try:  # NumPy may have been imported before this file (by a plugin): limit its BLAS pool too
+    from threadpoolctl import threadpool_limits
+
+    if os.environ.get("OPENBLAS_NUM_THREADS") == "1":
+        threadpool_limits(limits=1, user_api="blas")
+except ImportError:  # pragma: no cover - optional
+    pass
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+
+@pytest.fixture
+def x64():
+    """Enable float64 for one test and restore the previous setting afterwards."""
+    old = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+def flat_output(out) -> np.ndarray:
+    """Concatenate every leaf of an operator output (array or tuple of arrays) into a vector."""
+    leaves = jax.tree_util.tree_leaves(out)
+    return np.concatenate([np.asarray(leaf).reshape(-1) for leaf in leaves])
+
+
+def dense_matrix(op) -> np.ndarray:
+    """The matrix of ``op.apply`` (rows: flattened output, columns: flattened HWC input),
+    built from the images of the basis vectors."""
+    d = int(np.prod(op.in_shape))
+    basis = jnp.eye(d).reshape((d,) + tuple(op.in_shape))
+    out = jax.vmap(op.apply)(basis)
+    leaves = jax.tree_util.tree_leaves(out)
+    return np.concatenate([np.asarray(leaf).reshape(d, -1) for leaf in leaves], axis=1).T
+
+
+def unflatten_output(op, vec: np.ndarray):
+    """Inverse of :func:`flat_output` for ``op.out_shape`` (array or tuple of shapes)."""
+    shape = op.out_shape
+    if shape and isinstance(shape[0], tuple):
+        parts, start = [], 0
+        for s in shape:
+            n = int(np.prod(s))
+            parts.append(jnp.asarray(vec[start:start + n].reshape(s)))
+            start += n
+        return tuple(parts)
+    return jnp.asarray(vec.reshape(shape))
+
+
+def jitted(fn, **jit_kwargs):
+    """``jax.jit(fn)`` memoised per (function, options): tests that share a compiled program."""
+    key = (fn, tuple(sorted((k, v if not isinstance(v, list) else tuple(v))
+                            for k, v in jit_kwargs.items())))
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(fn, **jit_kwargs)
+    return _JITTED[key]
+
+
+_JITTED: dict = {}
+
+
+def measure_mixed_jit():
+    """``problems.measure_mixed`` compiled (problems tuple static), shared by the test files
+    (call it with the same problems, shapes and an explicit ``probs`` to share the program)."""
+    from admm_jax import problems
+
+    return jitted(problems.measure_mixed, static_argnums=0, static_argnames=("per_sample",))
+
+
+def take(tree, i):
+    """Sample ``i`` of a batched pytree (e.g. one operator of a batch), sliced on the host so
+    that no small XLA program is compiled for the indexing."""
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(np.asarray(leaf)[i]), tree)
