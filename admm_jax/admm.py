@@ -146,7 +146,8 @@ def default_unroll(num_iters: int) -> int:
 
     Fully unrolled on every backend: on XLA:CPU the reverse pass through a *rolled* scan of
     network priors was ~20× slower (design notes §4), and on an H100 full unrolling was 19%
-    faster (32.9 vs 40.6 ms per training step). ``benchmarks/bench_admm.py`` re-measures both.
+    faster (32.9 vs 40.6 ms per training step). ``benchmarks/bench_train.py`` re-measures both
+    (BENCHMARKS.md: 15× on this project's 2-core CPU).
     """
     return max(1, int(num_iters))
 
@@ -167,7 +168,10 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
       z0: optional initial z (B, H, W, C); default ``A⁺ y``.
       unroll: scan unrolling (int, True/False) or "auto" (see :func:`default_unroll`).
       remat: rematerialise each iteration in the backward pass (``jax.checkpoint``): memory
-        grows with one iteration instead of T, at about one extra forward pass.
+        grows with one iteration instead of T, at about one extra forward pass. With
+        ``unroll="auto"`` this also rolls the scan (unroll=1): in a fully unrolled scan XLA is
+        free to schedule all recomputations at once and no memory is saved (measured,
+        BENCHMARKS.md); on CPU the rolled scan is much slower.
       return_trajectory: also return the stacked iterates (T, B, H, W, C) of x, z and u.
       validate: run the input checks (they are skipped automatically on traced values).
 
@@ -192,7 +196,10 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
 
     if remat:
         body = jax.checkpoint(body)
-    n_unroll = default_unroll(num_iters) if unroll == "auto" else unroll
+    if unroll == "auto":
+        n_unroll = 1 if remat else default_unroll(num_iters)
+    else:
+        n_unroll = unroll
     final, traj = jax.lax.scan(body, state, xs=None, length=num_iters, unroll=n_unroll)
     if return_trajectory:
         return final.z, traj
