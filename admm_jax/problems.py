@@ -181,8 +181,9 @@ def measure(problem: Problem, key: Array, images: Array, *,
             sr_adjoint_scale: float = 1.0) -> tuple[LinearOperator, Array]:
     """Draw one operator per image and measure: returns (batch of operators, y).
 
-    images: (B, H, W, C) in [0, 1]. Each sample gets its own operator from ``fold_in(key, i)``
-    (pass different keys per batch) and its own noise.
+    images: (B, H, W, C) in [0, 1]. Each sample gets its own operator and noise from
+    ``jax.random.split(key, B)[i]`` (pass different keys per batch; see :func:`measure_indexed`
+    for draws that do not depend on the batch composition).
     """
     batch = images.shape[0]
     shape = tuple(images.shape[1:])

@@ -17,8 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-# Make ``admm_jax`` importable when the package is not installed in the virtualenv
-# (``.venv/bin/pytest`` does not put the repository root on sys.path by itself).
 try:  # NumPy may have been imported before this file (by a plugin): limit its BLAS pool too
     from threadpoolctl import threadpool_limits
 
@@ -27,6 +25,8 @@ try:  # NumPy may have been imported before this file (by a plugin): limit its B
 except ImportError:  # pragma: no cover - optional
     pass
 
+# Make ``admm_jax`` importable when the package is not installed in the virtualenv
+# (``.venv/bin/pytest`` does not put the repository root on sys.path by itself).
 _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
@@ -62,19 +62,6 @@ def dense_matrix(op) -> np.ndarray:
     out = jax.vmap(op.apply)(basis)
     leaves = jax.tree_util.tree_leaves(out)
     return np.concatenate([np.asarray(leaf).reshape(d, -1) for leaf in leaves], axis=1).T
-
-
-def unflatten_output(op, vec: np.ndarray):
-    """Inverse of :func:`flat_output` for ``op.out_shape`` (array or tuple of shapes)."""
-    shape = op.out_shape
-    if shape and isinstance(shape[0], tuple):
-        parts, start = [], 0
-        for s in shape:
-            n = int(np.prod(s))
-            parts.append(jnp.asarray(vec[start:start + n].reshape(s)))
-            start += n
-        return tuple(parts)
-    return jnp.asarray(vec.reshape(shape))
 
 
 def jitted(fn, **jit_kwargs):

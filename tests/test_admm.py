@@ -302,7 +302,7 @@ def _make_loss(ops, w, num_iters, **kwargs):
 
 def test_unrolled_admm_gradients_match_finite_differences(x64):
     ops, y, w = _grad_setup()
-    loss = jax.jit(_make_loss(ops, w, 5))
+    loss = jax.jit(_make_loss(ops, w, 4))
     grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
     params = (0.7, 0.4)
     rho = np.array([0.3, 0.8])
@@ -340,7 +340,7 @@ def test_remat_and_unroll_do_not_change_values_or_gradients(x64):
     results = {}
     for name, kwargs in {"default": {}, "remat": {"remat": True}, "unroll1": {"unroll": 1},
                          "remat_unroll2": {"remat": True, "unroll": 2}}.items():
-        loss = _make_loss(ops, w, 5, **kwargs)
+        loss = _make_loss(ops, w, 3, **kwargs)
         results[name] = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(params, y, rho)
     ref_leaves = jax.tree_util.tree_leaves(results["default"])
     for name, res in results.items():

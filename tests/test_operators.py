@@ -72,16 +72,25 @@ FACTORIES["random_conv"] = _random_conv  # batch tests only (a random kernel per
 WRAPS = ["closed", "custom"]
 
 
-@functools.lru_cache(maxsize=None)
-def _factory(name, batched):
-    """The generator compiled as one program (single key, or vmapped over keys)."""
-    if name == "select" and batched:
-        return jax.jit(jax.vmap(_select))  # (keys, per-sample branch indices)
-    return jax.jit(jax.vmap(FACTORIES[name]) if batched else FACTORIES[name])
+_BATCH_CACHE: dict = {}
 
 
-def _make(name, wrap, seed=0):
-    op = _factory(name, False)(jax.random.PRNGKey(seed))
+def _batch(name):
+    """A batch of 3 operators of one kind, drawn by the generator vmapped over keys (one compiled
+    program per generator); the select batch uses a different branch per sample."""
+    if name not in _BATCH_CACHE:
+        keys = jax.random.split(jax.random.PRNGKey(7), 3)
+        if name == "select":
+            ops = jax.jit(jax.vmap(_select))(keys, jnp.asarray([2, 0, 1]))
+        else:
+            ops = jax.jit(jax.vmap(FACTORIES[name]))(keys)
+        _BATCH_CACHE[name] = ops
+    return _BATCH_CACHE[name]
+
+
+def _make(name, wrap):
+    """One operator: the first of :func:`_batch` (select: the CS branch), optionally wrapped."""
+    op = take(_batch(name), 0)
     return as_custom(op) if wrap == "custom" else op
 
 
@@ -98,9 +107,8 @@ def _rel_err(a, b):
 # ------------------------------------------------------------------ apply vs independent code
 def test_apply_matches_independent_implementations(x64, rng):
     x = rng.uniform(size=SHAPE)
-    key = jax.random.PRNGKey(3)
     # mask: elementwise product
-    m = pixelwise_mask(key, SHAPE, dtype=F64)
+    m = _make("pixelwise_mask", "closed")
     np.testing.assert_allclose(m.apply(jnp.asarray(x)), np.asarray(m.mask) * x, rtol=0, atol=0)
     # box downsample: mean of each 2x2 block, per channel
     ds = BoxDownsample(in_shape=SHAPE, factor=2)
@@ -111,7 +119,7 @@ def test_apply_matches_independent_implementations(x64, rng):
     np.testing.assert_allclose(ds.apply(jnp.asarray(x)), ref, rtol=1e-14, atol=1e-15)
     assert ds.out_shape == (4, 4, 3)
     # dense: M @ row-major vec(x)
-    cs = gaussian_cs(key, SHAPE, ratio=0.25, dtype=F64)
+    cs = _make("dense_gaussian_cs", "closed")
     np.testing.assert_allclose(cs.apply(jnp.asarray(x)), np.asarray(cs.matrix) @ x.reshape(-1),
                                rtol=1e-12)
 
@@ -242,6 +250,58 @@ def test_pinv_matches_numpy(x64, name, wrap):
 
 
 @pytest.mark.parametrize("wrap", WRAPS)
+def test_pinv_singular_convolution_uses_rcond(x64, rng, wrap):
+    """A 4-tap box on 8 pixels has exact zeros in its spectrum: pinv drops them like numpy."""
+    op = box_blur(SHAPE, size=4, dtype=F64)
+    a = dense_matrix(op)
+    s = np.linalg.svd(a, compute_uv=False)
+    assert s.min() < 1e-12 * s.max()  # genuinely singular
+    op = as_custom(op) if wrap == "custom" else op
+    y = rng.normal(size=D)
+    got = op.pinv(jnp.asarray(y.reshape(SHAPE)))
+    ref = np.linalg.pinv(a, rcond=RCOND) @ y
+    assert _rel_err(got, ref) < _tol(wrap)
+
+
+@pytest.mark.parametrize("rcond", [1e-6, 0.3])
+def test_pinv_rank_deficient_dense_and_rcond(x64, rng, rcond):
+    """Rank-deficient M (repeated rows) and an rcond that cuts a real singular value."""
+    base = rng.normal(size=(20, D))
+    scale = np.ones(20)
+    scale[:5] = 0.05  # small singular directions, removed by rcond=0.3
+    m = np.concatenate([base * scale[:, None], base[:10]], axis=0)  # rank 20, 30 rows
+    op = DenseOperator.create(jnp.asarray(m), SHAPE, rcond=rcond)
+    y = rng.normal(size=30)
+    ref = np.linalg.pinv(m, rcond=rcond) @ y
+    got = op.pinv(jnp.asarray(y))
+    np.testing.assert_allclose(np.asarray(got).ravel(), ref, rtol=1e-8, atol=1e-10)
+
+
+def test_pinv_rank_deficient_dense_float32(rng):
+    """float32: eigh of M Mᵀ leaves noise eigenvalues ~eps·max λ where M is rank deficient;
+    they must be cut (before the fix they were inverted: 1% error for a noisy y)."""
+    base = rng.normal(size=(20, D))
+    m = np.concatenate([base, base[:10]], axis=0).astype(np.float32)  # rank 20, 30 rows
+    op = DenseOperator.create(jnp.asarray(m), SHAPE)
+    assert op.matrix.dtype == jnp.float32
+    y = (m.astype(np.float64) @ rng.normal(size=D) + 0.1 * rng.normal(size=30)).astype(np.float32)
+    ref = np.linalg.pinv(m.astype(np.float64), rcond=RCOND) @ y
+    got = np.asarray(op.pinv(jnp.asarray(y)), np.float64).ravel()
+    assert _rel_err(got, ref) < 1e-5, _rel_err(got, ref)
+
+
+@pytest.mark.parametrize("rcond", [1e-6, 0.05])
+def test_pinv_convolution_rcond(x64, rng, rcond):
+    op = gaussian_blur(SHAPE, sigma=1.0, dtype=F64)  # smallest singular value 2e-4
+    op = CircularConvolution(kernel=op.kernel, in_shape=SHAPE, rcond=rcond)
+    a = dense_matrix(op)
+    y = rng.normal(size=D)
+    ref = np.linalg.pinv(a, rcond=rcond) @ y
+    np.testing.assert_allclose(np.asarray(op.pinv(jnp.asarray(y.reshape(SHAPE)))).ravel(), ref,
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("wrap", WRAPS)
 @pytest.mark.parametrize("name", NAMES)
 def test_solve_gradients_match_finite_differences(x64, name, wrap):
     """d/dρ and d/db of Σ w·sin(solve(b, ρ)) (closed form; CG by implicit differentiation)."""
@@ -305,11 +365,7 @@ BATCH_CASES = ([(n, "closed") for n in NAMES + ["random_conv"]]
 
 @pytest.mark.parametrize("name,wrap", BATCH_CASES)
 def test_batch_of_operators_equals_one_by_one(x64, rng, name, wrap):
-    keys = jax.random.split(jax.random.PRNGKey(7), 3)
-    if name == "select":
-        ops = _factory(name, True)(keys, jnp.asarray([2, 0, 1]))  # a different branch each
-    else:
-        ops = _factory(name, True)(keys)
+    ops = _batch(name)
     singles = [take(ops, i) for i in range(3)]
     if jax.tree_util.tree_leaves(ops):
         assert ops.batch_shape == (3,) and ops.is_batched
@@ -379,7 +435,7 @@ def test_box_downsample_adjoint_scale_4_admm_equivalence(x64, rng):
 # ------------------------------------------------------------------ mask generators
 def test_pixelwise_mask_statistics():
     keys = jax.random.split(jax.random.PRNGKey(0), 100)
-    masks = np.asarray(jax.vmap(lambda k: pixelwise_mask(k).mask)(keys))  # (100, 64, 64, 3)
+    masks = np.asarray(jax.jit(jax.vmap(lambda k: pixelwise_mask(k).mask))(keys))  # (100,64,64,3)
     assert masks.shape == (100, 64, 64, 3)
     assert np.all((masks == 0) | (masks == 1))
     # overall drop fraction 0.5 (std of the estimate 1.4e-4)
@@ -408,7 +464,7 @@ def _box_top_lefts(zero, box):
 
 def test_scattered_mask_geometry():
     keys = jax.random.split(jax.random.PRNGKey(0), 200)
-    masks = np.asarray(jax.vmap(lambda k: scattered_mask(k).mask)(keys))  # (200, 64, 64, 3)
+    masks = np.asarray(jax.jit(jax.vmap(lambda k: scattered_mask(k).mask))(keys))  # (200,64,64,3)
     assert np.all((masks == 0) | (masks == 1))
     isolated_positions = []
     n_overlapping = 0
@@ -503,11 +559,12 @@ def test_gaussian_cs_size_and_statistics(x64):
     u, lam = np.asarray(op.eigvecs), np.asarray(op.eigvals)
     np.testing.assert_allclose((u * lam) @ u.T, entries @ entries.T, rtol=1e-10, atol=1e-10)
     # float32 by default
-    assert gaussian_cs(jax.random.PRNGKey(0), (8, 8, 3)).matrix.dtype == jnp.float32
+    out = jax.eval_shape(lambda k: gaussian_cs(k, (8, 8, 3)), jax.random.PRNGKey(0))
+    assert out.matrix.dtype == jnp.float32
 
 
 def test_gaussian_cs_woodbury_reuses_eigendecomposition(x64, rng):
-    op = gaussian_cs(jax.random.PRNGKey(2), SHAPE, ratio=0.25, dtype=F64)
+    op = _make("dense_gaussian_cs", "closed")
     leaves_before = [np.array(leaf) for leaf in jax.tree_util.tree_leaves(op)]
     a = dense_matrix(op)
     b = rng.normal(size=SHAPE)

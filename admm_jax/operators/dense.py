@@ -17,7 +17,8 @@ class DenseOperator(LinearOperator):
     The eigendecomposition ``M Mᵀ = U diag(λ) Uᵀ`` (m×m) is computed once in :meth:`create`, so
     ``solve`` for any ρ is two matrix-vector products with ``M`` and two with ``U``:
     ``(MᵀM + ρI)⁻¹ b = (b − Mᵀ U diag(1/(ρ+λ)) Uᵀ M b) / ρ`` (Woodbury), and
-    ``M⁺ y = Mᵀ U diag(1/λ) Uᵀ y`` over the singular values ``√λ`` above ``rcond · max √λ``.
+    ``M⁺ y = Mᵀ U diag(1/λ) Uᵀ y`` over the singular values ``√λ`` above ``rcond · max √λ``
+    (and above ``√(m·eps) · max √λ``, the resolution of the eigendecomposition of ``M Mᵀ``).
     """
 
     matrix: Array  # (..., m, D)
@@ -58,8 +59,13 @@ class DenseOperator(LinearOperator):
         return (b - self.adjoint(w)) / rho
 
     def pinv(self, y: Array) -> Array:
-        # λ are squared singular values: compare singular values, as numpy.linalg.pinv does
-        cutoff = (self.rcond ** 2) * jnp.max(self.eigvals)
+        # λ are squared singular values: compare singular values, as numpy.linalg.pinv does.
+        # eigh of M Mᵀ resolves λ only to ~eps·max λ, so the relative cutoff on λ is never below
+        # m·eps (it is rcond² = 1e-12 in float64; in float32 the noise eigenvalues of a
+        # rank-deficient M would otherwise be inverted).
+        eps = jnp.finfo(self.eigvals.dtype).eps
+        rel = max(self.rcond ** 2, self.eigvals.shape[-1] * float(eps))
+        cutoff = rel * jnp.max(self.eigvals)
         keep = self.eigvals > cutoff
         inv = jnp.where(keep, 1.0 / jnp.where(keep, self.eigvals, 1.0), 0.0)
         return self.adjoint(self.eigvecs @ (inv * (self.eigvecs.T @ y)))
