@@ -92,7 +92,7 @@ def _no_keep(name, h):
 def _zero_params(module: nnx.Module) -> None:
     for _, var in nnx.iter_graph(module):
         if isinstance(var, nnx.Param):
-            var.value = jnp.zeros_like(var.value)
+            var[...] = jnp.zeros_like(var[...])
 
 
 class ProjectionNetwork(nnx.Module):
