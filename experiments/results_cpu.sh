@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The CPU-scale runs behind RESULTS.md (2-core machine, no GPU). Outputs in runs/ (git-ignored).
+# Data: ../shared/data/utkface (faces) and ../shared/data/bsds500 (natural photos).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+A=.venv/bin/admm-jax
+UTK=../shared/data/utkface
+BSDS=../shared/data/bsds500
+
+# Faces (UTKFace): DU-ADMM with the residual prior (width 1/16), OneNet projector (width 1/16)
+$A train --data $UTK --cache-dir /tmp/cache --out runs/utk_du_res --width 0.0625 --residual \
+    --lr 1e-3 --batch 4 --steps 3000 --val-every 500 --checkpoint-every 500 --no-progress
+$A pretrain-onenet --data $UTK --cache-dir /tmp/cache --out runs/utk_onenet --width 0.0625 \
+    --steps 800 --batch 4 --checkpoint-every 200 --no-progress
+$A evaluate --data $UTK --cache-dir /tmp/cache --du-admm runs/utk_du_res/params \
+    --onenet runs/utk_onenet/params --n-images 500 --preset paper --dataset faces \
+    --out runs/eval_utk_paper --no-progress
+
+# Natural images (BSDS500): 500 64x64 images derived from the 200 test photos only
+.venv/bin/python experiments/bsds_test_crops.py --out local_data/bsds_test500.npz --overwrite
+for preset in paper corrected; do
+  $A evaluate --data local_data/bsds_test500.npz --n-images 500 --preset $preset \
+      --dataset natural --out runs/eval_bsds_wavelet_$preset --no-progress
+done
+$A evaluate --data $UTK --cache-dir /tmp/cache --n-images 500 --preset corrected \
+    --dataset faces --out runs/eval_utk_wavelet_corrected --no-progress
