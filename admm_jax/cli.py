@@ -92,8 +92,9 @@ def _methods(args, log=print):
     if args.du_admm:
         from admm_jax.train import load_prior
 
-        prior_fn, params, _ = load_prior(Path(args.du_admm))
-        methods.append(du_admm_method(prior_fn, params))
+        prior_fn, params, cfg = load_prior(Path(args.du_admm))
+        name = "DU-ADMM (residual)" if cfg.residual else "DU-ADMM"
+        methods.append(du_admm_method(prior_fn, params, name))
     if args.onenet:
         from admm_jax.baselines.onenet_train import load_projector
 
