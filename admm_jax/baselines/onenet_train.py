@@ -157,7 +157,7 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     """Pretrain the projector; outputs as :func:`admm_jax.train.train` (params/ at the end)."""
     from tqdm.auto import tqdm
 
-    from admm_jax.data import BatchIterator
+    from admm_jax.data import BatchIterator, prefetch
     from admm_jax.train.checkpoint import Checkpointer
     from admm_jax.train.loop import _append_csv, _append_jsonl, _to_float, prepare_output_dir
 
@@ -177,6 +177,8 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
         data = BatchIterator.from_state(train_images, meta["data"])
         start = int(meta["step"])
         log(f"resumed OneNet pretraining from step {start}")
+
+    data = prefetch(data, size=2)
 
     def data_state():
         return data.state() if callable(data.state) else data.state
@@ -216,6 +218,7 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     finally:
         bar.close()
         ckpt.close()
+        data.close()
     summary = {"out_dir": str(out), "step": end}
     if end == cfg.steps:
         proj_fn = _caller(splits[0])

@@ -119,7 +119,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
         and for chunking long runs across sessions.
       callback: called as ``callback(step, state)`` after every step (after any checkpoint).
     """
-    from admm_jax.data import BatchIterator
+    from admm_jax.data import BatchIterator, prefetch
 
     cfg.validate()
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
@@ -153,6 +153,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
             start = int(meta["step"])
             log(f"resumed from step {start} ({out / 'checkpoints' / str(start)})")
 
+    # batches are prepared on a background thread; its state() is the position after the
+    # last batch actually consumed, so checkpoints stay exact
+    data = prefetch(data, size=2)
     validator = (Validator(val_images[: cfg.val_images], problems, cfg.num_iters, prior_fn)
                  if val_images is not None and len(val_images) else None)
     if validator is not None and start == 0:
@@ -216,6 +219,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     finally:
         bar.close()
         ckpt.close()
+        data.close()
     if end == cfg.steps:
         save_params(out / "params", state.params, cfg)
     summary = {"out_dir": str(out), "step": end, "compile_s": compile_s,
