@@ -177,6 +177,17 @@ def sr_adjoint_scale_for(preset: str) -> float:
 
 
 # --------------------------------------------------------------------------- measurements
+def _measure_one(problem: Problem, key: Array, x: Array, sr_adjoint_scale: float
+                 ) -> tuple[LinearOperator, Array]:
+    """One image (H, W, C): its operator from ``key`` and ``y = A x + σ ξ``."""
+    k_op, k_noise = jax.random.split(key)
+    op = problem.make_operator(k_op, tuple(x.shape), sr_adjoint_scale)
+    y = op.apply(x)
+    if problem.noise_std > 0:
+        y = y + problem.noise_std * jax.random.normal(k_noise, y.shape, y.dtype)
+    return op, y
+
+
 def measure(problem: Problem, key: Array, images: Array, *,
             sr_adjoint_scale: float = 1.0) -> tuple[LinearOperator, Array]:
     """Draw one operator per image and measure: returns (batch of operators, y).
@@ -186,18 +197,9 @@ def measure(problem: Problem, key: Array, images: Array, *,
     for draws that do not depend on the batch composition).
     """
     batch = images.shape[0]
-    shape = tuple(images.shape[1:])
     keys = jax.random.split(key, batch)
 
-    def one(k, x):
-        k_op, k_noise = jax.random.split(k)
-        op = problem.make_operator(k_op, shape, sr_adjoint_scale)
-        y = op.apply(x)
-        if problem.noise_std > 0:
-            y = y + problem.noise_std * jax.random.normal(k_noise, y.shape, y.dtype)
-        return op, y
-
-    return jax.vmap(one)(keys, images)
+    return jax.vmap(lambda k, x: _measure_one(problem, k, x, sr_adjoint_scale))(keys, images)
 
 
 def measure_indexed(problem: Problem, base_key: Array, indices: Array, images: Array, *,
@@ -206,17 +208,9 @@ def measure_indexed(problem: Problem, base_key: Array, indices: Array, images: A
     ``fold_in(fold_in(base_key, problem_id), indices[i])``: evaluations are reproducible per
     image whatever the batching."""
     pkey = jax.random.fold_in(base_key, zlib.crc32(problem.name.encode()) & 0x7FFFFFFF)
-    shape = tuple(images.shape[1:])
 
-    def one(i, x):
-        k_op, k_noise = jax.random.split(jax.random.fold_in(pkey, i))
-        op = problem.make_operator(k_op, shape, sr_adjoint_scale)
-        y = op.apply(x)
-        if problem.noise_std > 0:
-            y = y + problem.noise_std * jax.random.normal(k_noise, y.shape, y.dtype)
-        return op, y
-
-    return jax.vmap(one)(jnp.asarray(indices), images)
+    return jax.vmap(lambda i, x: _measure_one(problem, jax.random.fold_in(pkey, i), x,
+                                              sr_adjoint_scale))(jnp.asarray(indices), images)
 
 
 def measure_mixed(problems: tuple[Problem, ...], key: Array, images: Array, *,

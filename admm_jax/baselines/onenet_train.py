@@ -233,35 +233,17 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
 
 
 def _save_projector(path: Path, params: Any, cfg: OneNetConfig) -> None:
-    import shutil
+    from admm_jax.train.checkpoint import save_weights
 
-    import orbax.checkpoint as ocp
-
-    path = Path(path).absolute()
-    if path.exists():
-        shutil.rmtree(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path / "state", params)
-    (path / "config.json").write_text(cfg.to_json())
+    save_weights(path, params, cfg.to_json())
 
 
 def load_projector(path: str | Path):
     """(projector_fn(params, x01) -> x01, params, cfg) from a ``params/`` folder."""
-    import orbax.checkpoint as ocp
-
     from admm_jax.priors import make_prior_fn
-    from admm_jax.train.checkpoint import CheckpointError
+    from admm_jax.train.checkpoint import read_weights_config, restore_weights
 
-    path = Path(path).absolute()
-    if not (path / "config.json").exists():
-        raise CheckpointError(f"{path} holds no config.json: not a saved OneNet projector")
-    cfg = OneNetConfig.from_dict(json.loads((path / "config.json").read_text()))
+    cfg = OneNetConfig.from_dict(read_weights_config(path, "OneNet projector"))
     _, proj = build_models(cfg)
     proj_fn, template = make_prior_fn(proj)
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(path / "state", template)
-    except Exception as exc:
-        raise CheckpointError(f"could not restore the projector from {path}: "
-                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-    return proj_fn, params, cfg
+    return proj_fn, restore_weights(path, template, "OneNet projector"), cfg

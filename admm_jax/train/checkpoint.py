@@ -81,3 +81,42 @@ class Checkpointer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------- saved networks
+def save_weights(path: str | os.PathLike, params: Any, config_json: str) -> Path:
+    """Write final weights (orbax, ``<path>/state``) and the JSON config that rebuilds the
+    network (``<path>/config.json``). Replaces an existing folder of the same name."""
+    import shutil
+
+    path = Path(path).absolute()
+    if path.exists():
+        shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path / "state", params)
+    (path / "config.json").write_text(config_json)
+    return path
+
+
+def read_weights_config(path: str | os.PathLike, what: str) -> dict:
+    """The config dict of a folder written by :func:`save_weights` (clear error otherwise)."""
+    import json
+
+    cfg_file = Path(path).absolute() / "config.json"
+    if not cfg_file.exists():
+        raise CheckpointError(f"{cfg_file.parent} holds no config.json: not a saved {what}")
+    try:
+        return json.loads(cfg_file.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{cfg_file} is not valid JSON ({exc})") from exc
+
+
+def restore_weights(path: str | os.PathLike, template: Any, what: str) -> Any:
+    """Weights written by :func:`save_weights`, restored into ``template``'s structure."""
+    path = Path(path).absolute()
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(path / "state", template)
+    except Exception as exc:
+        raise CheckpointError(f"could not restore the {what} weights from {path}: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc

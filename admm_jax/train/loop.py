@@ -29,7 +29,13 @@ import numpy as np
 from admm_jax.admm import initial_state, unrolled_admm
 from admm_jax.metrics import psnr
 from admm_jax.problems import Problem, get_problems, measure_indexed
-from admm_jax.train.checkpoint import Checkpointer, CheckpointError
+from admm_jax.train.checkpoint import (
+    Checkpointer,
+    CheckpointError,
+    read_weights_config,
+    restore_weights,
+    save_weights,
+)
 from admm_jax.train.config import TrainConfig
 from admm_jax.train.optim import make_optimizer
 from admm_jax.train.step import (
@@ -231,35 +237,14 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
 
 def save_params(path: Path, params: Any, cfg: TrainConfig) -> None:
     """Final parameters alone (orbax) plus the config needed to rebuild the prior."""
-    import orbax.checkpoint as ocp
-
-    path = Path(path).absolute()
-    if path.exists():
-        import shutil
-
-        shutil.rmtree(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path / "state", params)
-    (path / "config.json").write_text(cfg.to_json())
+    save_weights(path, params, cfg.to_json())
 
 
 def load_prior(path: str | Path):
     """Rebuild (apply_fn, params, cfg) from a ``params/`` folder written by :func:`train`."""
-    import orbax.checkpoint as ocp
-
-    path = Path(path).absolute()
-    cfg_file = path / "config.json"
-    if not cfg_file.exists():
-        raise CheckpointError(f"{path} holds no config.json: not a saved prior")
-    cfg = TrainConfig.from_dict(json.loads(cfg_file.read_text()))
+    cfg = TrainConfig.from_dict(read_weights_config(path, "DU-ADMM prior"))
     prior_fn, template = build_prior(cfg)
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(path / "state", template)
-    except Exception as exc:
-        raise CheckpointError(f"could not restore prior weights from {path}: "
-                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-    return prior_fn, params, cfg
+    return prior_fn, restore_weights(path, template, "DU-ADMM prior"), cfg
 
 
 # --------------------------------------------------------------------------- helpers
