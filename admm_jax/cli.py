@@ -48,6 +48,11 @@ def _train_split(spec: str) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     from admm_jax.train import preset, train
 
+    if args.distributed:  # multi-host: coordinator etc. from the environment (see JAX docs)
+        import jax
+
+        jax.distributed.initialize()
+
     overrides = {k: v for k, v in {
         "steps": args.steps, "batch_size": args.batch, "width": args.width,
         "num_iters": args.iters, "seed": args.seed, "compute_dtype": args.dtype,
@@ -165,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host data parallel)")
     t.set_defaults(func=cmd_train)
 
     o = sub.add_parser("pretrain-onenet", help="adversarially pretrain the OneNet projector",

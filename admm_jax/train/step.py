@@ -110,10 +110,17 @@ def init_train_state(params: Any, tx: optax.GradientTransformation,
 
 
 def shard_batch(images: np.ndarray | Array, mesh: Mesh) -> Array:
-    """Place a host batch (B, H, W, C) on the mesh, split on axis 0 (checks divisibility)."""
+    """Place the GLOBAL batch (B, H, W, C) on the mesh, split on axis 0 (checks divisibility).
+
+    With several processes (after ``jax.distributed.initialize()``) every process draws the same
+    global batch (same seed) and contributes only its own contiguous slice, in process order;
+    this multi-host path has not been run on real multi-host hardware yet.
+    """
     check_batch_divides(images.shape[0], mesh)
     sharding = NamedSharding(mesh, P("data"))
     if jax.process_count() > 1:
-        # each host passes its local slice; assemble the global array
-        return jax.make_array_from_process_local_data(sharding, np.asarray(images))
+        n_proc, rank = jax.process_count(), jax.process_index()
+        local = images.shape[0] // n_proc
+        piece = np.asarray(images[rank * local:(rank + 1) * local], np.float32)
+        return jax.make_array_from_process_local_data(sharding, piece, tuple(images.shape))
     return jax.device_put(jnp.asarray(images, jnp.float32), sharding)
