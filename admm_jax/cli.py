@@ -7,9 +7,7 @@ output folder unless ``--overwrite`` is given, and long-running ones resume with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 

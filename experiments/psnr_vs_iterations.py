@@ -31,7 +31,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import jax
-    import jax.numpy as jnp
     import matplotlib
 
     matplotlib.use("Agg")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from admm_jax.admm import converging_admm, initial_state

@@ -31,7 +31,6 @@ from admm_jax.metrics import psnr
 from admm_jax.problems import Problem, get_problems, measure_indexed
 from admm_jax.train.checkpoint import (
     Checkpointer,
-    CheckpointError,
     read_weights_config,
     restore_weights,
     save_weights,
