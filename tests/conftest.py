@@ -88,3 +88,11 @@ def take(tree, i):
     """Sample ``i`` of a batched pytree (e.g. one operator of a batch), sliced on the host so
     that no small XLA program is compiled for the indexing."""
     return jax.tree_util.tree_map(lambda leaf: jnp.asarray(np.asarray(leaf)[i]), tree)
+
+
+def smooth_images(n: int, seed: int = 0) -> np.ndarray:
+    """Smooth random colour fields (learnable structure), uint8 (n, 64, 64, 3)."""
+    rng = np.random.default_rng(seed)
+    low = rng.random((n, 4, 4, 3))
+    up = np.asarray(jax.image.resize(jnp.asarray(low), (n, 64, 64, 3), "cubic"))
+    return (np.clip(up, 0, 1) * 255).astype(np.uint8)

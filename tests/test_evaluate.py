@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -19,13 +18,13 @@ from admm_jax.evaluate import (
     wavelet_method,
 )
 from admm_jax.problems import IterativeSettings
+from conftest import smooth_images
 
 
 def _images(n=5, seed=0):
-    rng = np.random.default_rng(seed)
-    low = rng.random((n, 4, 4, 3))
-    up = np.asarray(jax.image.resize(jnp.asarray(low), (n, 64, 64, 3), "cubic"))
-    return (np.clip(up, 0, 1) * 255).astype(np.uint8)
+    return smooth_images(n, seed)
+
+
 
 
 def _methods():

@@ -29,6 +29,7 @@ from admm_jax.train import (
     train,
 )
 from admm_jax.train.loop import build_prior
+from conftest import smooth_images as _smooth_images
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(width=1 / 16, num_iters=2, batch_size=4)
@@ -40,14 +41,6 @@ def _env(tmp_path: Path, **extra) -> dict:
     env["JAX_PLATFORMS"] = "cpu"
     env.update(extra)
     return env
-
-
-def _smooth_images(n: int, seed: int = 0) -> np.ndarray:
-    """Smooth random colour fields (learnable structure), uint8 (n, 64, 64, 3)."""
-    rng = np.random.default_rng(seed)
-    low = rng.random((n, 4, 4, 3))
-    up = np.asarray(jax.image.resize(jnp.asarray(low), (n, 64, 64, 3), "cubic"))
-    return (np.clip(up, 0, 1) * 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")

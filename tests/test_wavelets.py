@@ -15,17 +15,6 @@ from admm_jax.wavelets import dwt2, idwt2, soft_threshold, wavelet_l1_prox
 pywt = pytest.importorskip("pywt")
 
 
-@pytest.fixture
-def x64():
-    """Enable float64 for one test and restore the previous setting afterwards."""
-    old = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", old)
-
-
 def _pywt_packed(img: np.ndarray, wavelet: str, level: int) -> np.ndarray:
     """Reference: pywt.wavedec2 + coeffs_to_array per channel of an (H, W, C) image."""
     out = []
