@@ -56,7 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "num_iters": args.iters, "seed": args.seed, "compute_dtype": args.dtype,
         "checkpoint_every": args.checkpoint_every, "val_every": args.val_every,
         "remat": args.remat or None, "learning_rate": args.lr,
-        "residual": args.residual or None,
+        "residual": (args.residual or args.gated) or None, "gated": args.gated or None,
+        "loss": args.loss,
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
@@ -162,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--residual", action="store_true",
                    help="residual prior P(x) = x + net(x) (NOT the paper; learns much faster "
                         "on short budgets)")
+    t.add_argument("--gated", action="store_true",
+                   help="gated residual prior P(x) = x + sigmoid(g)*r (NOT the paper; implies "
+                        "--residual; lets a small prior leave clean regions alone)")
+    t.add_argument("--loss", default=None, choices=["mse", "psnr"],
+                   help="training loss: mse (the paper: MSE of z_T) or psnr (NOT the paper: "
+                        "-mean per-sample PSNR, so easy problems are not traded for hard ones)")
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--checkpoint-every", type=int, default=None)
     t.add_argument("--val-every", type=int, default=None)

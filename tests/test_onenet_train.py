@@ -39,3 +39,97 @@ def test_pretrain_two_steps_clamps_and_saves(tmp_path):
     x = jnp.asarray(images[:2], jnp.float32) / 255
     out = proj_fn(params, x)
     assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+
+
+# ------------------------------------------------------------------- virtual batch norm (VBN)
+
+import pytest  # noqa: E402
+
+_VBN_CFG = OneNetConfig(width=1 / 16, norm="virtual_batch", n_reference=3, steps=2,
+                        batch_size=2, log_every=1, checkpoint_every=1000, val_images=2)
+
+
+@pytest.fixture(scope="module")
+def vbn_run(tmp_path_factory):
+    """One tiny VBN pretraining run shared by the VBN tests (the step compile dominates)."""
+    images = (np.random.default_rng(1).random((12, 64, 64, 3)) * 255).astype(np.uint8)
+    out = tmp_path_factory.mktemp("vbn") / "run"
+    summary = pretrain_onenet(_VBN_CFG, images, out, progress=False)
+    return images, out, summary
+
+
+def _fresh_projector(params):
+    """The VBN projector with ``params`` and the initial (unused) statistics 0 / 1."""
+    from flax import nnx
+
+    from admm_jax.baselines.onenet_train import build_models
+
+    _, net = build_models(_VBN_CFG)
+    nnx.update(net, params)
+    return net
+
+
+def test_vbn_pretrain_uses_and_stores_reference_batch(vbn_run):
+    from admm_jax.baselines.onenet_train import build_models, draw_reference_batch
+    from admm_jax.data import BatchIterator
+
+    images, out, summary = vbn_run
+    cfg = _VBN_CFG
+    assert summary["step"] == 2 and np.isfinite(summary["val_denoised_psnr"])
+    recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2]
+    assert all(np.isfinite(r["g_loss"]) and np.isfinite(r["d_loss"]) for r in recs)
+
+    # one fixed reference batch, drawn from the config seed, saved with the run and the weights
+    ref = np.load(out / "reference_batch.npy")
+    assert ref.shape == (3, 64, 64, 3) and ref.dtype == np.float32
+    np.testing.assert_array_equal(ref, draw_reference_batch(cfg, images))
+    np.testing.assert_array_equal(ref, np.load(out / "params" / "reference_batch.npy"))
+
+    # the training loss used it: step 1's recon term MSE(P(x), x) at the initial weights equals
+    # the network called with the reference batch appended, not without it
+    x = 2.0 * jnp.asarray(next(BatchIterator(images, cfg.batch_size, seed=cfg.seed))) - 1.0
+    _, net0 = build_models(cfg)
+    # (at the initial weights P(x) is small, so the two differ by only ~4e-4 relative)
+    x64 = np.asarray(x, np.float64)
+    with_ref = np.mean(np.square(np.asarray(net0(x, jnp.asarray(ref)), np.float64) - x64))
+    without = np.mean(np.square(np.asarray(net0(x), np.float64) - x64))
+    logged = recs[0]["g_recon_x"]
+    assert logged == pytest.approx(with_ref, rel=2e-5)
+    assert abs(logged - with_ref) < abs(logged - without) / 10
+
+    # the loaded projector uses the stored reference statistics, no reference batch needed
+    proj_fn, params, loaded_cfg = load_projector(out / "params")
+    assert loaded_cfg == cfg
+    x01 = jnp.asarray(images[:3], jnp.float32) / 255
+    got = np.asarray(proj_fn(params, x01))
+    net = _fresh_projector(params)
+    stale = np.asarray((net(2 * x01 - 1) + 1) / 2)  # statistics 0 / 1: must not be what we got
+    assert np.abs(got - stale).max() > 1e-3
+    net.store_reference_statistics(jnp.asarray(ref))
+    np.testing.assert_allclose(got, np.asarray((net(2 * x01 - 1) + 1) / 2), atol=1e-5)
+    # ... i.e. the loaded projector on the reference batch equals the network's own
+    # reference-only pass over it (normalised with the reference batch's statistics)
+    net = _fresh_projector(params)
+    r = jnp.asarray(ref)
+    ref_pass = net.decode(net.encode(r, n_reference=3), n_reference=3)
+    np.testing.assert_allclose(np.asarray(proj_fn(params, (r + 1) / 2)),
+                               np.asarray((ref_pass + 1) / 2), atol=1e-5)
+
+
+def test_vbn_projector_treats_images_independently(vbn_run):
+    images, out, _ = vbn_run
+    proj_fn, params, _ = load_projector(out / "params")
+    x01 = jnp.asarray(images, jnp.float32) / 255
+    alone = np.asarray(proj_fn(params, x01[:1]))[0]
+    for others in (x01[1:4], x01[6:7], x01[jnp.array([5, 9])] * 0.3):
+        batch = jnp.concatenate([x01[:1], others], axis=0)
+        np.testing.assert_allclose(np.asarray(proj_fn(params, batch))[0], alone, atol=1e-5)
+    # sanity check of the test's sensitivity: with the reference batch appended (training-mode
+    # VBN) each instance also enters the statistics, so the companions do matter there
+    net = _fresh_projector(params)
+    ref = jnp.asarray(np.load(out / "params" / "reference_batch.npy"))
+    v = 2 * x01 - 1
+    a = np.asarray(net(v[:1], ref))[0]
+    b = np.asarray(net(jnp.concatenate([v[:1], v[1:4]]), ref))[0]
+    assert np.abs(a - b).max() > 1e-5

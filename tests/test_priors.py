@@ -532,3 +532,30 @@ def test_residual_variant_starts_as_identity_with_same_parameter_count():
     np.testing.assert_array_equal(np.asarray(fn(params, x)), np.asarray(x))
     g = jax.grad(lambda p: jnp.sum(fn(p, x) ** 2))(params)
     assert float(jnp.abs(g["recon"]["kernel"][...]).max()) > 0  # the correction can learn
+
+
+def test_gated_residual_starts_as_identity_and_needs_residual():
+    """Not in the paper: P(x) = x + sigmoid(g) * r; the last layer emits 2C maps."""
+    from flax import nnx
+
+    from admm_jax.priors import count_params, du_admm_prior, make_prior_fn
+
+    res = du_admm_prior(width=1 / 16, rngs=nnx.Rngs(0), residual=True)
+    gated = du_admm_prior(width=1 / 16, rngs=nnx.Rngs(0), residual=True, gated=True)
+    c64 = gated.recon.kernel[...].shape[-2]
+    assert gated.recon.kernel[...].shape == (4, 4, c64, 6)
+    # the extra gate maps: a 4x4 kernel from c64 channels to 3 more outputs, plus 3 biases
+    assert count_params(gated) - count_params(res) == 16 * c64 * 3 + 3
+    fn, params = make_prior_fn(gated)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, 64, 64, 3))
+    np.testing.assert_array_equal(np.asarray(fn(params, x)), np.asarray(x))
+    # with a non-zero last layer the output is x + sigmoid(g) * r, checked against the raw maps
+    k = jax.random.normal(jax.random.PRNGKey(2), gated.recon.kernel[...].shape) * 0.1
+    gated.recon.kernel[...] = k
+    v = 2.0 * x - 1.0
+    raw = gated.intermediates(v)["recon"]
+    assert float(jnp.abs(raw[..., :3]).mean()) > 1e-3  # the correction really is non-zero
+    expected = v + jax.nn.sigmoid(raw[..., 3:]) * raw[..., :3]
+    np.testing.assert_allclose(np.asarray(gated(v)), np.asarray(expected), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="residual"):
+        du_admm_prior(width=1 / 16, rngs=nnx.Rngs(0), gated=True)

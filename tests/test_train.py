@@ -255,3 +255,20 @@ def test_presets_differ_as_documented():
         2e-4, 0.9, 0.999, 1e-6, 5, False)
     with pytest.raises(ValueError, match="unknown training preset"):
         preset("nope")
+
+
+def test_psnr_loss_is_minus_mean_psnr():
+    """loss="psnr" (not in the paper) = -mean per-sample PSNR of z_T (unclipped, float64)."""
+    cfg = preset("paper", width=1 / 16, num_iters=2, batch_size=4, loss="psnr")
+    problems = tuple(get_problems()[n] for n in PAPER_PROBLEMS)
+    x = jnp.asarray(_smooth_images(4), jnp.float32) / 255.0
+    key = jax.random.PRNGKey(5)
+    blur = lambda p, v: 0.5 * v + 0.25 * (jnp.roll(v, 1, 1) + jnp.roll(v, -1, 2))  # noqa: E731
+    loss, aux = du_admm_loss(blur, None, x, key, problems, cfg)
+    op, y, rho, _ = measure_mixed(problems, key, x)
+    z = unrolled_admm(lambda v, r: blur(None, v), op, y, rho, 2)
+    mse = np.mean((np.asarray(z, np.float64) - np.asarray(x, np.float64)) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(float(loss), np.mean(10 * np.log10(mse)), rtol=1e-5)
+    np.testing.assert_allclose(aux["per_sample"], 4 * mse, rtol=1e-4)
+    with pytest.raises(ValueError, match="loss"):
+        preset("paper", loss="l1")

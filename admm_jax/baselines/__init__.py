@@ -36,10 +36,12 @@ __all__ = [
 from admm_jax.baselines.onenet_train import (  # noqa: E402
     OneNetConfig,
     OneNetState,
+    draw_reference_batch,
     load_projector,
+    load_reference_batch,
     make_pretrain_step,
     pretrain_onenet,
 )
 
-__all__ += ["OneNetConfig", "OneNetState", "load_projector", "make_pretrain_step",
-            "pretrain_onenet"]
+__all__ += ["OneNetConfig", "OneNetState", "draw_reference_batch", "load_projector",
+            "load_reference_batch", "make_pretrain_step", "pretrain_onenet"]

@@ -11,6 +11,20 @@ OneNet noise family, both mapped to [−1, 1]):
 Both optimisers clip gradient values element-wise to ±10 (G: Adam 2e-4, β=(0.9, 0.999), ε 1e-6;
 D: Adam 2e-4, β=(0.5, 0.999)). Checkpointing, resume and logs work as for DU-ADMM training.
 Once trained, the projector is used as the prox of ADMM (:func:`admm_jax.evaluate.onenet_method`).
+
+Virtual batch norm (``OneNetConfig(norm="virtual_batch")``, the original OneNet, spec §1.3/§1.5):
+a fixed reference batch of ``n_reference`` training images is drawn once
+(:func:`draw_reference_batch`, key derived from the config seed) and saved as
+``reference_batch.npy`` in the run folder (a resumed run reloads it). Every projector call of
+both losses appends it (``P(x)``/``E(x)`` and ``P(v)``/``E(v)`` are computed with
+``ProjectionNetwork.project(·, reference)``), so the projector's normalisation statistics are
+the weighted [instances; reference] statistics of :class:`~admm_jax.priors.layers.VirtualBatchNorm`.
+At the end, :meth:`~admm_jax.priors.networks.ProjectionNetwork.store_reference_statistics`
+stores the reference batch's own statistics (the original ``update_popmean.py``) and
+``params/`` receives them (``batch_stats/``) together with ``reference_batch.npy``, so
+:func:`load_projector` returns a test-time projector that needs no reference batch and treats
+every image independently. The discriminators keep instance norm in both modes (they are
+training-only and need no reference batch); the original ran them with VBN as well.
 """
 
 from __future__ import annotations
@@ -41,10 +55,26 @@ from admm_jax.metrics import psnr
 @dataclass(frozen=True)
 class OneNetConfig:
     """A OneNet pretraining run (saved as ``config.json``). Defaults: the released scripts,
-    batch 10 with instance norm (the srph25 baseline), 50,000 iterations."""
+    batch 10 with instance norm (the srph25 baseline), 50,000 iterations.
+
+    ``norm``: ``"instance"`` (default, srph25 baseline) or ``"virtual_batch"`` (original
+    OneNet). With virtual batch norm the projector is normalised with the help of a **reference
+    batch**: ``n_reference`` training images (default 25, the original's ``ref_batch_25``) drawn
+    once, without replacement, with ``jax.random`` keys derived from ``seed``
+    (:func:`draw_reference_batch`); with ``reference_perturbed`` (default True, as in the
+    original, which kept the perturbed member of each reference pair) they are perturbed with
+    the OneNet noise family. It is held fixed for the whole run, appended to every projector
+    call in training (each of the ``batch_size`` instances gets weight 1/(n_reference+1), each
+    reference image n_reference/(n_reference+1) in the statistics), saved with the run and the
+    final weights, and its own statistics are stored in the final weights for test time (no
+    reference needed then). ``n_reference`` and ``reference_perturbed`` are ignored with
+    instance norm.
+    """
 
     width: float = 1.0
     norm: str = "instance"  # or "virtual_batch" (original OneNet)
+    n_reference: int = 25  # VBN reference batch size (original: 25)
+    reference_perturbed: bool = True  # VBN reference = perturbed images (original)
     steps: int = 50_000
     batch_size: int = 10
     learning_rate: float = 2e-4
@@ -63,6 +93,43 @@ class OneNetConfig:
     def from_dict(cls, d: dict) -> "OneNetConfig":
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in
                                                           dataclasses.fields(cls)}})
+
+
+#: Stream of the reference-batch key: ``fold_in(PRNGKey(seed), 1085)`` (1085 is the original's
+#: reference seed).
+_REFERENCE_STREAM = 1085
+REFERENCE_FILE = "reference_batch.npy"
+
+
+def draw_reference_batch(cfg: OneNetConfig, train_images: np.ndarray) -> np.ndarray:
+    """The fixed VBN reference batch of ``cfg``: float32 ``(n_reference, H, W, C)`` in the
+    [−1, 1] network domain.
+
+    ``n_reference`` distinct images of ``train_images`` (uint8 0–255 or float [0, 1]) chosen
+    with ``jax.random.choice(k_idx, N, replace=False)`` and, if ``cfg.reference_perturbed``,
+    perturbed with :func:`onenet_noise` (key ``k_noise``), where ``k_idx, k_noise =
+    split(fold_in(PRNGKey(cfg.seed), 1085))``. Deterministic given the config and the images.
+    """
+    from admm_jax.train.loop import _to_float
+
+    n, n_ref = len(train_images), int(cfg.n_reference)
+    if not 0 < n_ref <= n:
+        raise ValueError(f"n_reference must lie in [1, {n}] (the number of training images), "
+                         f"got {n_ref}")
+    k_idx, k_noise = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.seed),
+                                                         _REFERENCE_STREAM))
+    idx = np.asarray(jax.random.choice(k_idx, n, (n_ref,), replace=False))
+    ref01 = jnp.asarray(_to_float(np.asarray(train_images[np.sort(idx)])))
+    if cfg.reference_perturbed:
+        ref01, _ = onenet_noise(k_noise, ref01)
+    return np.asarray(2.0 * ref01 - 1.0, np.float32)
+
+
+def load_reference_batch(path: str | Path) -> np.ndarray | None:
+    """The VBN reference batch saved in a run folder or its ``params/`` folder ([−1, 1]
+    domain), or None if there is none (instance norm)."""
+    f = Path(path) / REFERENCE_FILE
+    return np.load(f) if f.exists() else None
 
 
 class OneNetState(NamedTuple):
@@ -89,53 +156,75 @@ def _caller(split, method: str | None = None):
 
     graphdef, _, rest = split
 
-    def call(params, x):
+    def call(params, x, *args):
         m = nnx.merge(graphdef, params, rest)
-        return (getattr(m, method) if method else m)(x)
+        return (getattr(m, method) if method else m)(x, *args)
 
     return call
 
 
 def make_pretrain_step(cfg: OneNetConfig, splits, weights: OneNetLossWeights = OneNetLossWeights()):
-    """Compile ``step(state, images01, base_key) -> (state, metrics)``."""
+    """Compile ``step(state, images01, base_key[, reference]) -> (state, metrics)``.
+
+    ``reference`` (required iff ``cfg.norm == "virtual_batch"``): the fixed VBN reference batch
+    in the [−1, 1] domain (:func:`draw_reference_batch`); every projector call of both losses
+    appends it (``ProjectionNetwork.project(x, reference)``) and drops it from the outputs.
+    """
     proj, encode = _caller(splits[0]), _caller(splits[0], "encode")
+    project = _caller(splits[0], "project")
     d_img, d_lat = _caller(splits[1]), _caller(splits[2])
     tx_g, tx_d = onenet_optimizers(cfg.learning_rate)
+    vbn = cfg.norm == "virtual_batch"
 
     def logits(f, p, x):
         return f(p, x).reshape(x.shape[0], -1)[:, 0]
 
-    def g_loss(pp, pd, pl, x, v):
-        px, pv = proj(pp, x), proj(pp, v)
+    def g_loss(pp, pd, pl, x, v, reference=None):
+        if reference is None:  # (E(v) traced after the D calls, as always)
+            px, pv = proj(pp, x), proj(pp, v)
+            latent_v = lambda: encode(pp, v)  # noqa: E731
+        else:  # VBN: (P, E) of each batch with the reference batch appended
+            px, _ = project(pp, x, reference)
+            pv, lv = project(pp, v, reference)
+            latent_v = lambda: lv  # noqa: E731
         from admm_jax.baselines.onenet_losses import onenet_projector_loss
 
         loss, terms = onenet_projector_loss(
             x=x, v=v, proj_x=px, proj_v=pv, d_proj_x=logits(d_img, pd, px),
-            d_proj_v=logits(d_img, pd, pv), dl_latent_v=logits(d_lat, pl, encode(pp, v)),
+            d_proj_v=logits(d_img, pd, pv), dl_latent_v=logits(d_lat, pl, latent_v()),
             weights=weights, return_terms=True)
         return loss, terms
 
-    def d_loss(pd_pl, pp, x, v):
+    def d_loss(pd_pl, pp, x, v, reference=None):
         pd, pl = pd_pl
-        px = jax.lax.stop_gradient(proj(pp, x))
-        pv = jax.lax.stop_gradient(proj(pp, v))
-        lx = jax.lax.stop_gradient(encode(pp, x))
-        lv = jax.lax.stop_gradient(encode(pp, v))
+        if reference is None:
+            px = jax.lax.stop_gradient(proj(pp, x))
+            pv = jax.lax.stop_gradient(proj(pp, v))
+            lx = jax.lax.stop_gradient(encode(pp, x))
+            lv = jax.lax.stop_gradient(encode(pp, v))
+        else:
+            px, lx = jax.lax.stop_gradient(project(pp, x, reference))
+            pv, lv = jax.lax.stop_gradient(project(pp, v, reference))
         return onenet_discriminator_loss(
             d_x=logits(d_img, pd, x), d_proj_x=logits(d_img, pd, px),
             d_proj_v=logits(d_img, pd, pv), dl_latent_x=logits(d_lat, pl, lx),
             dl_latent_v=logits(d_lat, pl, lv), weights=weights)
 
-    def step(state: OneNetState, images01, base_key):
+    def step(state: OneNetState, images01, base_key, reference=None):
+        if vbn != (reference is not None):
+            raise ValueError("the step needs a reference batch iff cfg.norm == 'virtual_batch' "
+                             f"(norm={cfg.norm!r}, reference given: {reference is not None})")
+        if reference is not None:
+            reference = jnp.asarray(reference, jnp.float32)
         key = jax.random.fold_in(base_key, state.step)
         noisy01, _ = onenet_noise(key, images01)
         x, v = 2.0 * images01 - 1.0, 2.0 * noisy01 - 1.0  # [-1, 1] network domain
         pp, pd, pl = state.params
         og, od = state.opt_state
-        (gl, terms), gg = jax.value_and_grad(g_loss, has_aux=True)(pp, pd, pl, x, v)
+        (gl, terms), gg = jax.value_and_grad(g_loss, has_aux=True)(pp, pd, pl, x, v, reference)
         upd, og = tx_g.update(gg, og, pp)
         pp = optax.apply_updates(pp, upd)
-        dl, gd = jax.value_and_grad(d_loss)((pd, pl), pp, x, v)
+        dl, gd = jax.value_and_grad(d_loss)((pd, pl), pp, x, v, reference)
         upd, od = tx_d.update(gd, od, (pd, pl))
         pd, pl = optax.apply_updates((pd, pl), upd)
         pd = clamp_weights(pd, -cfg.clamp, cfg.clamp)
@@ -154,7 +243,12 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
                     resume: bool = False, overwrite: bool = False, progress: bool = True,
                     stop_after: int | None = None,
                     log: Callable[[str], None] = print) -> dict:
-    """Pretrain the projector; outputs as :func:`admm_jax.train.train` (params/ at the end)."""
+    """Pretrain the projector; outputs as :func:`admm_jax.train.train` (params/ at the end).
+
+    With ``cfg.norm == "virtual_batch"`` the run folder also holds ``reference_batch.npy`` (the
+    fixed reference batch, drawn on a fresh run and reloaded on resume) and ``params/`` the
+    stored reference statistics; see the module docstring.
+    """
     from tqdm.auto import tqdm
 
     from admm_jax.data import BatchIterator, prefetch
@@ -168,6 +262,18 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     state = init(tuple(s[1] for s in splits))
     n_val = min(cfg.val_images, max(1, len(train_images) // 10))
     val = _to_float(np.asarray(train_images[:n_val]))  # denoising sanity check only
+    reference = None  # VBN reference batch, [-1, 1] domain
+    if cfg.norm == "virtual_batch":
+        ref_file = out / REFERENCE_FILE
+        if resume and ref_file.exists():
+            reference = np.load(ref_file)
+            if reference.shape != (cfg.n_reference,) + tuple(np.shape(train_images)[1:]):
+                raise ValueError(f"{ref_file} holds a reference batch of shape "
+                                 f"{reference.shape}, which does not match the config")
+        else:
+            reference = draw_reference_batch(cfg, train_images)
+            np.save(ref_file, reference)
+    step_args = () if reference is None else (jnp.asarray(reference),)
     data = BatchIterator(train_images, cfg.batch_size, seed=cfg.seed)
     base_key = jax.random.PRNGKey(cfg.seed + 7)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
@@ -194,7 +300,7 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     try:
         for step in range(start, end):
             images = jnp.asarray(_to_float(next(data)))
-            state, metrics = step_fn(state, images, base_key)
+            state, metrics = step_fn(state, images, base_key, *step_args)
             done = step + 1
             if done % cfg.log_every == 0 or done == end:
                 rec = {"step": done, **{k: float(v) for k, v in metrics.items()}}
@@ -221,29 +327,74 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
         data.close()
     summary = {"out_dir": str(out), "step": end}
     if end == cfg.steps:
-        proj_fn = _caller(splits[0])
+        split, batch_stats = splits[0], None
+        if reference is not None:  # store the reference statistics for test time
+            split, batch_stats = _store_reference_statistics(split, state.params[0], reference)
+        proj_fn = _caller(split)  # with VBN: the test-time projector (stored statistics)
         noisy, _ = onenet_noise(jax.random.PRNGKey(99), jnp.asarray(val))
         den = (proj_fn(state.params[0], 2 * noisy - 1) + 1) / 2
         summary["val_noisy_psnr"] = float(jnp.mean(psnr(noisy, val)))
         summary["val_denoised_psnr"] = float(jnp.mean(psnr(den, val)))
         _append_jsonl(out / "validation.jsonl", {"step": end, **summary})
-        _save_projector(out / "params", state.params[0], cfg)
+        _save_projector(out / "params", state.params[0], cfg, batch_stats=batch_stats,
+                        reference=reference)
     log(f"OneNet outputs written to {out}")
     return summary
 
 
-def _save_projector(path: Path, params: Any, cfg: OneNetConfig) -> None:
+def _store_reference_statistics(split, params, reference):
+    """VBN: the projector with ``params`` after ``store_reference_statistics(reference)``, as
+    ``((graphdef, params, rest), batch_stats)``."""
+    from flax import nnx
+
+    graphdef, _, rest = split
+    net = nnx.merge(graphdef, params, rest)
+    net.store_reference_statistics(jnp.asarray(reference, jnp.float32))
+    split = nnx.split(net, nnx.Param, ...)
+    return split, nnx.state(net, nnx.BatchStat)
+
+
+_BATCH_STATS_DIR = "batch_stats"
+
+
+def _save_projector(path: Path, params: Any, cfg: OneNetConfig, *, batch_stats: Any = None,
+                    reference: np.ndarray | None = None) -> None:
+    """``params/``: weights + config (:func:`save_weights`); with VBN also the stored reference
+    statistics (orbax, ``batch_stats/``) and the reference batch (``reference_batch.npy``)."""
     from admm_jax.train.checkpoint import save_weights
 
     save_weights(path, params, cfg.to_json())
+    if batch_stats is not None:
+        import orbax.checkpoint as ocp
+
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(Path(path).absolute() / _BATCH_STATS_DIR, batch_stats)
+    if reference is not None:
+        np.save(Path(path) / REFERENCE_FILE, np.asarray(reference, np.float32))
 
 
 def load_projector(path: str | Path):
-    """(projector_fn(params, x01) -> x01, params, cfg) from a ``params/`` folder."""
+    """(projector_fn(params, x01) -> x01, params, cfg) from a ``params/`` folder.
+
+    With virtual batch norm the stored reference statistics are loaded into the projector, so
+    ``projector_fn`` needs no reference batch and every image is processed independently (the
+    reference batch itself: :func:`load_reference_batch`).
+    """
     from admm_jax.priors import make_prior_fn
-    from admm_jax.train.checkpoint import read_weights_config, restore_weights
+    from admm_jax.train.checkpoint import (CheckpointError, read_weights_config,
+                                           restore_weights)
 
     cfg = OneNetConfig.from_dict(read_weights_config(path, "OneNet projector"))
     _, proj = build_models(cfg)
+    if cfg.norm == "virtual_batch":
+        import orbax.checkpoint as ocp
+        from flax import nnx
+
+        stats_dir = Path(path).absolute() / _BATCH_STATS_DIR
+        if not stats_dir.exists():
+            raise CheckpointError(f"{path} holds a virtual-batch-norm projector without stored "
+                                  f"reference statistics ({_BATCH_STATS_DIR}/ is missing)")
+        with ocp.StandardCheckpointer() as ckptr:
+            nnx.update(proj, ckptr.restore(stats_dir, nnx.state(proj, nnx.BatchStat)))
     proj_fn, template = make_prior_fn(proj)
     return proj_fn, restore_weights(path, template, "OneNet projector"), cfg

@@ -141,6 +141,14 @@ class ProjectionNetwork(nnx.Module):
         identity. Same parameter count. Useful when only a short training budget is available
         (the paper's bottleneck autoencoder needs tens of thousands of steps to pass its input
         through faithfully).
+    gated: **not in the paper** (default False; needs ``residual=True``). The last layer emits
+        ``2·image_channels`` maps, a correction ``r`` and gate logits ``g``, and
+        ``P(x) = x + sigmoid(g) ⊙ r``. Why: every hidden layer ends in instance norm, so each
+        channel reaching ``recon`` has unit variance whatever the input; with the few channels
+        of a CPU-width prior the plain residual correction therefore has about the same energy
+        for a clean image as for one with holes (measured: RMS 0.050 on clean faces vs 0.058
+        on blockwise-inpainting starts), which pulls super-resolution below its start. The
+        sigmoid gate can switch the correction off per pixel. Adds ``16·c64·C + C`` parameters.
 
     Domain: input and output are in the [−1, 1] image domain (output unbounded).
     """
@@ -148,7 +156,7 @@ class ProjectionNetwork(nnx.Module):
     def __init__(self, *, width: float = 1.0, resize_mode: str = "custom",
                  activation: str = "elu_like", norm: str = "instance",
                  compute_dtype=jnp.float32, image_size: int = 64, image_channels: int = 3,
-                 residual: bool = False, rngs: nnx.Rngs):
+                 residual: bool = False, gated: bool = False, rngs: nnx.Rngs):
         _check_options(resize_mode, activation, norm)
         if not float(width) > 0:
             raise ValueError(f"width must be positive, got {width}")
@@ -188,8 +196,10 @@ class ProjectionNetwork(nnx.Module):
         self.debn1 = n(c128)
         self.deconv0 = Deconv2D(c128, c64, 4, stride=1, **conv)
         self.debn0 = n(c64)
-        self.recon = Deconv2D(c64, image_channels, 4, stride=1, **conv)
-        self.residual = bool(residual)
+        if gated and not residual:
+            raise ValueError("gated=True needs residual=True (the gate scales the correction)")
+        self.residual, self.gated = bool(residual), bool(gated)
+        self.recon = Deconv2D(c64, image_channels * (2 if self.gated else 1), 4, stride=1, **conv)
         if self.residual:  # start as the identity map
             _zero_params(self.recon)
 
@@ -249,7 +259,10 @@ class ProjectionNetwork(nnx.Module):
         xr, n_ref = _with_reference(x, reference, self.norm)
         latent = self._encode_layers(xr, n_ref)
         y = self._decode_layers(latent, n_ref)
-        if self.residual:
+        if self.gated:
+            correction, gate_logits = jnp.split(y, 2, axis=-1)
+            y = xr.astype(jnp.float32) + jax.nn.sigmoid(gate_logits) * correction
+        elif self.residual:
             y = y + xr.astype(jnp.float32)
         return y[:batch], latent[:batch].astype(jnp.float32)
 
@@ -294,7 +307,7 @@ class ImageDiscriminator(nnx.Module):
     def __init__(self, *, width: float = 1.0, blocks: Sequence[int] = (3, 4, 6, 3),
                  norm: str = "instance", activation: str = "elu", resize_mode: str = "tf_legacy",
                  compute_dtype=jnp.float32, image_size: int = 64, image_channels: int = 3,
-                 residual: bool = False, rngs: nnx.Rngs):
+                 residual: bool = False, gated: bool = False, rngs: nnx.Rngs):
         _check_options(resize_mode, activation, norm)
         self.width = float(width)
         self.norm, self.activation, self.resize_mode = norm, activation, resize_mode

@@ -75,7 +75,8 @@ def build_prior(cfg: TrainConfig, seed: int | None = None):
 
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     model = du_admm_prior(width=cfg.width, rngs=nnx.Rngs(cfg.seed if seed is None else seed),
-                          compute_dtype=dtype, residual=cfg.residual)
+                          compute_dtype=dtype, residual=cfg.residual,
+                          gated=cfg.gated)
     return make_prior_fn(model)
 
 

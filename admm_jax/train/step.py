@@ -55,7 +55,11 @@ def du_admm_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array,
                  ) -> tuple[Array, dict[str, Array]]:
     """Mean over the batch of MSE(z_T, x*) in the [−1, 1] domain (= 4 × the [0, 1] MSE).
 
-    Returns (loss, aux) with aux["per_sample"] (B,) and aux["problem"] (B,) int.
+    With ``cfg.loss == "psnr"`` the loss is instead the mean over the batch of
+    ``10·log10(MSE_i)`` in the [0, 1] domain, i.e. −(mean PSNR) in dB (not in the paper).
+
+    Returns (loss, aux) with aux["per_sample"] (B,), always the [−1, 1] MSE, and
+    aux["problem"] (B,) int.
     """
     op, y, rho, index = measure_mixed(problems, key, images, probs=cfg.problem_probs,
                                       per_sample=cfg.per_sample_problems)
@@ -63,7 +67,12 @@ def du_admm_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array,
     z = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll, remat=cfg.remat,
                       validate=False)
     per_sample = 4.0 * jnp.mean(jnp.square(z - images), axis=(1, 2, 3))
-    return jnp.mean(per_sample), {"per_sample": per_sample, "problem": index}
+    if cfg.loss == "psnr":
+        # tiny floor only guards log(0) for a perfect reconstruction
+        loss = jnp.mean(10.0 * jnp.log10(per_sample / 4.0 + 1e-12))
+    else:
+        loss = jnp.mean(per_sample)
+    return loss, {"per_sample": per_sample, "problem": index}
 
 
 def make_train_step(prior_fn: PriorFn, tx: optax.GradientTransformation,
