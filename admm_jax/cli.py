@@ -113,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from admm_jax.evaluate import EvalConfig, markdown_table, run_evaluation
     from admm_jax.train import prepare_output_dir
 
-    out = prepare_output_dir(args.out, resume=False, overwrite=args.overwrite)
+    out = prepare_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     images = _load(args.data, "test", args.cache_dir, args.n_images)
     methods = _methods(args)
     if not methods:
@@ -123,7 +123,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      dataset=args.dataset, batch_size=args.batch, seed=args.seed)
     print(f"evaluating {[m.name for m in methods]} on {len(images)} images, problems "
           f"{list(cfg.problems)}, {cfg.preset} preset")
-    records = run_evaluation(images, methods, cfg, out, progress=not args.no_progress)
+    records = run_evaluation(images, methods, cfg, out, progress=not args.no_progress,
+                             resume=args.resume)
     print(markdown_table(records))
     print(f"outputs: {out.absolute()}")
     return 0
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only sets DU-ADMM's SR test-time T (13 faces / 11 natural)")
     e.add_argument("--batch", type=int, default=50)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--resume", action="store_true",
+                   help="continue an interrupted evaluation in --out (finished blocks are kept)")
     e.add_argument("--overwrite", action="store_true")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(func=cmd_evaluate)

@@ -13,7 +13,8 @@ Output folder::
     summary.json   settings, timings and the Table 1 records
 
 Each stage that already finished is skipped on ``--resume``; an interrupted training stage
-continues from its last checkpoint.
+continues from its last checkpoint, and an interrupted evaluation keeps its finished
+(problem, method) blocks.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
     ecfg = EvalConfig(preset=p.eval_preset, dataset=dataset, batch_size=p.eval_batch)
     print(f"[3/3] evaluating on {len(test_images)} held-out images ({ecfg.preset} protocol, "
           f"{dataset} SR setting)")
-    records = run_evaluation(test_images, methods, ecfg, ev_dir, progress=progress)
+    records = run_evaluation(test_images, methods, ecfg, ev_dir, progress=progress,
+                             resume=args.resume)
     timings["evaluation_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
 

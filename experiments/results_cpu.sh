@@ -24,3 +24,18 @@ for preset in paper corrected; do
 done
 $A evaluate --data $UTK --cache-dir /tmp/cache --n-images 500 --preset corrected \
     --dataset faces --out runs/eval_utk_wavelet_corrected --no-progress
+
+# Natural images: train on 6,000 crops of the 300 train+val photos (test split = the 500 above)
+.venv/bin/python experiments/bsds_train_crops.py --test local_data/bsds_test500.npz \
+    --out local_data/bsds.npz --overwrite
+$A train --data local_data/bsds.npz --out runs/bsds_du_res --width 0.0625 --residual \
+    --lr 1e-3 --batch 4 --steps 3000 --val-every 500 --checkpoint-every 500 --no-progress
+$A pretrain-onenet --data local_data/bsds.npz --out runs/bsds_onenet --width 0.0625 \
+    --steps 800 --batch 4 --checkpoint-every 200 --no-progress
+$A evaluate --data local_data/bsds.npz --du-admm runs/bsds_du_res/params \
+    --onenet runs/bsds_onenet/params --n-images 500 --preset paper --dataset natural \
+    --out runs/eval_bsds_paper --no-progress
+
+# Diagnosis of the SR failure (RESULTS.md section 4)
+.venv/bin/python experiments/correction_energy.py --prior runs/utk_du_res/params \
+    --data $UTK --cache-dir /tmp/cache --n-images 1000

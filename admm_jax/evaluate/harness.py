@@ -91,14 +91,22 @@ class EvalConfig:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+PARTIAL_DIR = "partial"
+
+
 def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
-                   out_dir: str | Path, *, progress: bool = True,
+                   out_dir: str | Path, *, progress: bool = True, resume: bool = False,
                    log: Callable[[str], None] = print) -> list[dict]:
     """Evaluate ``methods`` × ``cfg.problems`` on ``images`` (N, H, W, 3) and write outputs.
 
     Writes to ``out_dir``: ``table.md``, ``table.csv``, ``table.json`` (Table 1),
     ``per_image.csv``, ``history.npz`` (mean curves), ``table2.png``, ``convergence.png``.
     Returns the Table 1 records.
+
+    Every finished (problem, method) block is also saved (atomically) under
+    ``out_dir/partial/``; with ``resume=True`` the blocks found there are loaded instead of
+    recomputed, so an interrupted evaluation continues where it stopped. A resume refuses blocks
+    written for other images, methods or settings (a fingerprint of all three is stored).
     """
     from tqdm.auto import tqdm
 
@@ -125,62 +133,42 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
     sr_scale = sr_adjoint_scale_for(cfg.preset)
     base_key = jax.random.PRNGKey(cfg.seed)
     bs = min(cfg.batch_size, n)
+    n_show = min(cfg.table2_images, n)
+    partial = _partial_dir(out, x_all, methods, cfg, resume)
 
     rows: list[dict] = []
     curves: dict[str, np.ndarray] = {}
     examples: dict[str, dict[str, Any]] = {}
-    n_show = min(cfg.table2_images, n)
-    total = len(methods) * len(cfg.problems) * ((n + bs - 1) // bs)
-    bar = tqdm(total=total, disable=not progress, desc="evaluate", unit="batch",
-               dynamic_ncols=True)
+    n_batches = (n + bs - 1) // bs
+    bar = tqdm(total=len(methods) * len(cfg.problems) * n_batches, disable=not progress,
+               desc="evaluate", unit="batch", dynamic_ncols=True)
     for pname in cfg.problems:
         problem = problems[pname]
         scale = sr_scale if pname == "sr" else 1.0
         examples[pname] = {"truth": x_all[:n_show]}
-        for method in methods:
-            s = method.settings(problem)
-            prox = method.make_prox(problem)
-            solve = jax.jit(lambda idx, x, prox=prox, s=s, problem=problem: _solve_batch(
-                prox, problem, s, base_key, idx, x, scale))
-            hist_sum = {k: np.zeros(s.max_iters) for k in ("psnr", "rms_xz")}
-            compile_s = None
-            for start in range(0, n, bs):
-                stop = min(n, start + bs)
-                idx = np.arange(start, stop)
-                x = x_all[start:stop]
-                if x.shape[0] < bs:  # pad the last batch to keep one compiled shape
-                    pad = bs - x.shape[0]
-                    x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
-                    idx = np.concatenate([idx, np.repeat(idx[-1:], pad)])
-                if compile_s is None:  # compile once, timed apart from the runs
-                    t0 = time.perf_counter()
-                    solve = solve.lower(idx, x).compile()
-                    compile_s = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                res = jax.block_until_ready(solve(idx, x))
-                dt = (time.perf_counter() - t0) / len(idx)
-                k = stop - start
-                p_img = np.asarray(res["psnr"])[:k]
-                iters = np.asarray(res["iterations"])[:k]
-                for j in range(k):
-                    rows.append({"method": method.name, "problem": pname,
-                                 "image": int(start + j), "psnr": float(p_img[j]),
-                                 "iterations": int(iters[j]), "pinv_psnr":
-                                 float(np.asarray(res["pinv_psnr"])[j]),
-                                 "seconds": dt})
-                for key in hist_sum:
-                    h = _forward_fill(np.asarray(res["history"][key])[:, :k])
-                    hist_sum[key] += h.sum(1)
-                if start == 0:
-                    examples[pname][method.name] = {
-                        "z": np.asarray(res["z"])[:n_show], "psnr": p_img[:n_show],
-                        "iterations": iters[:n_show]}
-                    examples[pname]["input"] = np.asarray(res["z0"])[:n_show]
-                    examples[pname]["input_psnr"] = np.asarray(res["pinv_psnr"])[:n_show]
-                bar.update(1)
-            for key in hist_sum:
-                curves[f"{method.name}|{pname}|{key}"] = hist_sum[key] / n
-            log(f"  {method.name:>12s} {pname:>6s}: compile {compile_s:.1f}s")
+        for m_index, method in enumerate(methods):
+            block_file = partial / f"{pname}__{m_index}.npz"
+            if block_file.exists():
+                block = dict(np.load(block_file))
+                bar.update(n_batches)
+                log(f"  {method.name:>12s} {pname:>6s}: loaded from {block_file}")
+            else:
+                block = _evaluate_block(method, problem, base_key, x_all, bs, n_show, scale,
+                                        bar)
+                _save_atomic(block_file, block)
+                log(f"  {method.name:>12s} {pname:>6s}: compile {float(block['compile_s']):.1f}s")
+            for j in range(n):
+                rows.append({"method": method.name, "problem": pname, "image": j,
+                             "psnr": float(block["psnr"][j]),
+                             "iterations": int(block["iterations"][j]),
+                             "pinv_psnr": float(block["pinv_psnr"][j]),
+                             "seconds": float(block["seconds"][j])})
+            for key in ("psnr", "rms_xz"):
+                curves[f"{method.name}|{pname}|{key}"] = block[f"hist_{key}"] / n
+            examples[pname][method.name] = {"z": block["ex_z"], "psnr": block["psnr"][:n_show],
+                                            "iterations": block["iterations"][:n_show]}
+            examples[pname]["input"] = block["ex_input"]
+            examples[pname]["input_psnr"] = block["pinv_psnr"][:n_show]
     bar.close()
 
     records = summarize(rows)
@@ -198,6 +186,84 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
          "batch_size": cfg.batch_size, "seed": cfg.seed, "n_images": n,
          "methods": [m.name for m in methods], "sr_adjoint_scale": sr_scale}, indent=2))
     return records
+
+
+def _evaluate_block(method: Method, problem: Problem, base_key, x_all: np.ndarray, bs: int,
+                    n_show: int, scale: float, bar) -> dict[str, np.ndarray]:
+    """All N images of one (method, problem): per-image arrays, summed histories, examples."""
+    n = x_all.shape[0]
+    s = method.settings(problem)
+    prox = method.make_prox(problem)
+    solve = jax.jit(lambda idx, x: _solve_batch(prox, problem, s, base_key, idx, x, scale))
+    hist_sum = {k: np.zeros(s.max_iters) for k in ("psnr", "rms_xz")}
+    per_image = {k: np.zeros(n, dt) for k, dt in (("psnr", np.float64), ("pinv_psnr", np.float64),
+                                                 ("seconds", np.float64),
+                                                 ("iterations", np.int64))}
+    block: dict[str, np.ndarray] = {}
+    compile_s = None
+    for start in range(0, n, bs):
+        stop = min(n, start + bs)
+        idx = np.arange(start, stop)
+        x = x_all[start:stop]
+        if x.shape[0] < bs:  # pad the last batch to keep one compiled shape
+            pad = bs - x.shape[0]
+            x = np.concatenate([x, np.repeat(x[-1:], pad, 0)])
+            idx = np.concatenate([idx, np.repeat(idx[-1:], pad)])
+        if compile_s is None:  # compile once, timed apart from the runs
+            t0 = time.perf_counter()
+            solve = solve.lower(idx, x).compile()
+            compile_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = jax.block_until_ready(solve(idx, x))
+        dt = (time.perf_counter() - t0) / len(idx)
+        k = stop - start
+        per_image["psnr"][start:stop] = np.asarray(res["psnr"])[:k]
+        per_image["iterations"][start:stop] = np.asarray(res["iterations"])[:k]
+        per_image["pinv_psnr"][start:stop] = np.asarray(res["pinv_psnr"])[:k]
+        per_image["seconds"][start:stop] = dt
+        for key in hist_sum:
+            hist_sum[key] += _forward_fill(np.asarray(res["history"][key])[:, :k]).sum(1)
+        if start == 0:
+            block["ex_z"] = np.asarray(res["z"])[:n_show]
+            block["ex_input"] = np.asarray(res["z0"])[:n_show]
+        bar.update(1)
+    block.update(per_image)
+    block.update({f"hist_{k}": v for k, v in hist_sum.items()})
+    block["compile_s"] = np.asarray(compile_s)
+    return block
+
+
+def _partial_dir(out: Path, x_all: np.ndarray, methods: list[Method], cfg: EvalConfig,
+                 resume: bool) -> Path:
+    """``out/partial`` with a fingerprint of (images, method names, config) checked on resume."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(x_all).tobytes())
+    h.update(json.dumps({"methods": [m.name for m in methods], "problems": list(cfg.problems),
+                         "preset": cfg.preset, "dataset": cfg.dataset, "seed": cfg.seed,
+                         "batch": cfg.batch_size, "table2": cfg.table2_images}).encode())
+    fingerprint = h.hexdigest()
+    partial = out / PARTIAL_DIR
+    stamp = partial / "fingerprint.txt"
+    if resume and stamp.exists() and stamp.read_text().strip() != fingerprint:
+        raise ValueError(
+            f"cannot resume in {out}: its partial results were computed for other images, methods "
+            "or settings; use a new output folder (or --overwrite to start again).")
+    if not resume and partial.exists():
+        import shutil
+
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    return partial
+
+
+def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    import os
+
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
 
 def _solve_batch(prox, problem: Problem, s: IterativeSettings, base_key, idx, x, scale):
