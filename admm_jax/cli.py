@@ -79,7 +79,7 @@ def cmd_pretrain_onenet(args: argparse.Namespace) -> int:
     from admm_jax.baselines.onenet_train import OneNetConfig, pretrain_onenet
 
     cfg = OneNetConfig(width=args.width, steps=args.steps, batch_size=args.batch,
-                       seed=args.seed, checkpoint_every=args.checkpoint_every)
+                       seed=args.seed, checkpoint_every=args.checkpoint_every, norm=args.norm)
     images = _load(args.data, _train_split(args.data), args.cache_dir, args.max_train_images)
     print(f"pretraining the OneNet projector on {len(images)} images from {args.data!r}")
     pretrain_onenet(cfg, images, args.out, resume=args.resume, overwrite=args.overwrite,
@@ -97,7 +97,8 @@ def _methods(args, log=print):
         from admm_jax.train import load_prior
 
         prior_fn, params, cfg = load_prior(Path(args.du_admm))
-        name = "DU-ADMM (residual)" if cfg.residual else "DU-ADMM"
+        name = ("DU-ADMM (gated residual)" if cfg.gated else
+                "DU-ADMM (residual)" if cfg.residual else "DU-ADMM")
         methods.append(du_admm_method(prior_fn, params, name))
     if args.onenet:
         from admm_jax.baselines.onenet_train import load_projector
@@ -138,6 +139,33 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _add_output_args(p: argparse.ArgumentParser, *, out_default: str | None = None,
+                     resume_help: str = "continue an interrupted run in --out") -> None:
+    """--out, --resume, --overwrite, --no-progress: the same on every command."""
+    if out_default is None:
+        p.add_argument("--out", required=True, help="output folder")
+    else:
+        p.add_argument("--out", default=out_default, help=f"output folder ({out_default})")
+    p.add_argument("--resume", action="store_true", help=resume_help)
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete and replace an existing, non-empty output folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_schedule_args(p: argparse.ArgumentParser, *, defaults: dict) -> None:
+    """--steps, --batch, --width, --seed, --checkpoint-every (train and pretrain-onenet)."""
+    p.add_argument("--steps", type=int, default=defaults["steps"],
+                   help=f"training steps (default: {defaults['steps_text']})")
+    p.add_argument("--batch", type=int, default=defaults["batch"],
+                   help=f"global batch size (default: {defaults['batch_text']})")
+    p.add_argument("--width", type=float, default=defaults["width"],
+                   help="channel width multiplier of the network (1.0 = the paper's 22.4M "
+                        "parameters; 0.0625-0.125 for CPU work)")
+    p.add_argument("--seed", type=int, default=defaults["seed"])
+    p.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"],
+                   help="steps between checkpoints")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="admm-jax",
@@ -149,12 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "problems per mini-batch, clipped Adam).")
     t.add_argument("--preset", default="paper", choices=["paper", "released"])
     _add_data_args(t)
-    t.add_argument("--out", required=True, help="output folder (checkpoints, logs, params)")
-    t.add_argument("--steps", type=int, default=None, help="training steps (preset: 50,000)")
-    t.add_argument("--batch", type=int, default=None, help="global batch size (preset: 10)")
-    t.add_argument("--width", type=float, default=None,
-                   help="channel width multiplier of the prior (1.0 = the paper's 22.4M "
-                        "parameters; 0.125 for CPU work)")
+    _add_output_args(t, resume_help="continue from the last checkpoint in --out")
+    _add_schedule_args(t, defaults=dict(steps=None, steps_text="preset, 50,000", batch=None,
+                                        batch_text="preset, 10", width=None, seed=None,
+                                        checkpoint_every=None))
     t.add_argument("--iters", type=int, default=None, help="unrolled iterations T (8)")
     t.add_argument("--problems", default=None, help="comma list, e.g. pid,bi,si,sr,cs,deblur")
     t.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
@@ -170,12 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", default=None, choices=["mse", "psnr"],
                    help="training loss: mse (the paper: MSE of z_T) or psnr (NOT the paper: "
                         "-mean per-sample PSNR, so easy problems are not traded for hard ones)")
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--checkpoint-every", type=int, default=None)
     t.add_argument("--val-every", type=int, default=None)
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    t.add_argument("--no-progress", action="store_true")
     t.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host data parallel)")
     t.set_defaults(func=cmd_train)
@@ -184,15 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pretrain the original OneNet projector (denoising "
                                    "autoencoder + image and latent discriminators).")
     _add_data_args(o)
-    o.add_argument("--out", required=True)
-    o.add_argument("--steps", type=int, default=50_000)
-    o.add_argument("--batch", type=int, default=10)
-    o.add_argument("--width", type=float, default=1.0)
-    o.add_argument("--seed", type=int, default=0)
-    o.add_argument("--checkpoint-every", type=int, default=2000)
-    o.add_argument("--resume", action="store_true")
-    o.add_argument("--overwrite", action="store_true")
-    o.add_argument("--no-progress", action="store_true")
+    _add_output_args(o, resume_help="continue from the last checkpoint in --out")
+    _add_schedule_args(o, defaults=dict(steps=50_000, steps_text="50,000", batch=10,
+                                        batch_text="10", width=1.0, seed=0,
+                                        checkpoint_every=2000))
+    o.add_argument("--norm", default="instance", choices=["instance", "virtual_batch"],
+                   help="projector normalisation: instance (srph25 baseline, default) or "
+                        "virtual_batch (original OneNet, with a fixed reference batch)")
     o.set_defaults(func=cmd_pretrain_onenet)
 
     e = sub.add_parser("evaluate", help="Table 1 / Table 2 / convergence plots",
@@ -200,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "images; writes table.{md,csv,json}, per_image.csv, "
                                    "table2.png, convergence.png.")
     _add_data_args(e)
-    e.add_argument("--out", required=True)
     e.add_argument("--du-admm", default=None, help="folder of a trained prior (<run>/params)")
     e.add_argument("--onenet", default=None, help="folder of a pretrained projector")
     e.add_argument("--no-wavelet", action="store_true")
@@ -212,10 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only sets DU-ADMM's SR test-time T (13 faces / 11 natural)")
     e.add_argument("--batch", type=int, default=50)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--resume", action="store_true",
-                   help="continue an interrupted evaluation in --out (finished blocks are kept)")
-    e.add_argument("--overwrite", action="store_true")
-    e.add_argument("--no-progress", action="store_true")
+    _add_output_args(e, resume_help="continue an interrupted evaluation in --out (finished "
+                                     "(problem, method) blocks are kept)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("reproduce", help="the main job: train, pretrain, evaluate, Table 1",
@@ -224,11 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "15 minutes on the bundled offline photos.")
     r.add_argument("--preset", default="quick", choices=["quick", "paper"])
     _add_data_args(r)
-    r.add_argument("--out", default="outputs/reproduce")
     r.add_argument("--dataset", default=None, choices=["faces", "natural"])
-    r.add_argument("--resume", action="store_true")
-    r.add_argument("--overwrite", action="store_true")
-    r.add_argument("--no-progress", action="store_true")
+    _add_output_args(r, out_default="outputs/reproduce",
+                     resume_help="skip finished stages, continue the interrupted one")
     r.set_defaults(func=cmd_reproduce)
     return parser
 

@@ -246,7 +246,29 @@ def _conv_same(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
     return y
 
 
-class Conv2D(nnx.Module):
+class _ResizeConv(nnx.Module):
+    """Shared set-up of :class:`Conv2D` and :class:`Deconv2D`: a ``k × k`` stride-1 'SAME'
+    convolution (``kernel`` ``(k, k, in, out)``, ``bias`` ``(out,)``) preceded by an NN resize."""
+
+    def __init__(self, in_features: int, out_features: int, kernel_size: int, stride: int,
+                 use_bias: bool, resize_mode: str, compute_dtype, rngs: nnx.Rngs):
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        self.stride = int(stride)
+        self.resize_mode = resize_mode
+        self.compute_dtype = compute_dtype
+        self.kernel_size = k = int(kernel_size)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.kernel = nnx.Param(truncated_normal_init()(
+            rngs.params(), (k, k, self.in_features, self.out_features)))
+        self.bias = nnx.Param(_zeros(self.out_features)) if use_bias else None
+
+    def _conv(self, x: jax.Array) -> jax.Array:
+        bias = None if self.bias is None else self.bias[...]
+        return _conv_same(x, self.kernel[...], bias, self.compute_dtype)
+
+
+class Conv2D(_ResizeConv):
     """The reference's ``new_conv_layer``: optional NN-downsample, then a stride-1 'SAME' conv.
 
     For ``stride > 1`` the input is resized to ``(H // stride, W // stride)`` with
@@ -258,29 +280,20 @@ class Conv2D(nnx.Module):
     def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
                  use_bias: bool = True, resize_mode: str = "custom",
                  compute_dtype=jnp.float32, rngs: nnx.Rngs):
-        if resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-        self.stride = int(stride)
-        self.resize_mode = resize_mode
-        self.compute_dtype = compute_dtype
         k = int(kernel_size)
-        if self.stride > 1:
-            k = max(k // self.stride, 1)
-        self.kernel_size = k
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.kernel = nnx.Param(truncated_normal_init()(
-            rngs.params(), (k, k, self.in_features, self.out_features)))
-        self.bias = nnx.Param(_zeros(self.out_features)) if use_bias else None
+        if int(stride) > 1:
+            k = max(k // int(stride), 1)
+        super().__init__(in_features, out_features, k, stride, use_bias, resize_mode,
+                         compute_dtype, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.stride > 1:
             x = resize_nearest(x, (x.shape[1] // self.stride, x.shape[2] // self.stride),
                                self.resize_mode)
-        bias = None if self.bias is None else self.bias[...]
-        return _conv_same(x, self.kernel[...], bias, self.compute_dtype)
+        return self._conv(x)
 
 
-class Deconv2D(nnx.Module):
+class Deconv2D(_ResizeConv):
     """The reference's ``new_deconv_layer``: NN-upsample to the target size, then a stride-1 conv.
 
     For ``stride > 1`` the input is resized to ``output_size`` (default ``(H·stride, W·stride)``)
@@ -291,25 +304,15 @@ class Deconv2D(nnx.Module):
     def __init__(self, in_features: int, out_features: int, kernel_size: int, *, stride: int = 1,
                  use_bias: bool = True, resize_mode: str = "custom",
                  compute_dtype=jnp.float32, rngs: nnx.Rngs):
-        if resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-        self.stride = int(stride)
-        self.resize_mode = resize_mode
-        self.compute_dtype = compute_dtype
-        k = int(kernel_size)
-        self.kernel_size = k
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.kernel = nnx.Param(truncated_normal_init()(
-            rngs.params(), (k, k, self.in_features, self.out_features)))
-        self.bias = nnx.Param(_zeros(self.out_features)) if use_bias else None
+        super().__init__(in_features, out_features, kernel_size, stride, use_bias, resize_mode,
+                         compute_dtype, rngs)
 
     def __call__(self, x: jax.Array, output_size: Sequence[int] | None = None) -> jax.Array:
         if self.stride > 1 or output_size is not None:
             if output_size is None:
                 output_size = (x.shape[1] * self.stride, x.shape[2] * self.stride)
             x = resize_nearest(x, output_size, self.resize_mode)
-        bias = None if self.bias is None else self.bias[...]
-        return _conv_same(x, self.kernel[...], bias, self.compute_dtype)
+        return self._conv(x)
 
 
 # --------------------------------------------------------------------------------------------
