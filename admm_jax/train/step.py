@@ -123,7 +123,9 @@ def shard_batch(images: np.ndarray | Array, mesh: Mesh) -> Array:
 
     With several processes (after ``jax.distributed.initialize()``) every process draws the same
     global batch (same seed) and contributes only its own contiguous slice, in process order;
-    this multi-host path has not been run on real multi-host hardware yet.
+    ``tests/test_train.py`` runs this path with two CPU processes (``jax.distributed`` over
+    gloo) and checks the parameters against one process; it has not yet run on real multi-host
+    GPU hardware.
     """
     check_batch_divides(images.shape[0], mesh)
     sharding = NamedSharding(mesh, P("data"))
