@@ -331,3 +331,40 @@ def test_psnr_loss_is_minus_mean_psnr():
     np.testing.assert_allclose(aux["per_sample"], 4 * mse, rtol=1e-4)
     with pytest.raises(ValueError, match="loss"):
         preset("paper", loss="l1")
+
+
+def test_save_weights_bf16_roundtrip_and_atomic_replace(tmp_path, tiny_prior, monkeypatch):
+    """bf16 storage restores to float32 equal to the bf16-rounded parameters, at about half the
+    size; a save that fails midway leaves the previously saved folder untouched."""
+    import ml_dtypes
+
+    from admm_jax.train.checkpoint import restore_weights, save_weights
+
+    cfg, _, params = tiny_prior
+    f32 = save_weights(tmp_path / "f32", params, cfg.to_json())
+    b16 = save_weights(tmp_path / "b16", params, cfg.to_json(), storage_dtype="bfloat16")
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())  # noqa: E731
+    assert size(b16) < 0.7 * size(f32)
+    back = restore_weights(b16, params, "test prior")
+    for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(params)):
+        assert a.dtype == np.float32
+        want = np.asarray(b).astype(ml_dtypes.bfloat16).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(a), want)
+    exact = restore_weights(f32, params, "test prior")
+    for a, b in zip(jax.tree_util.tree_leaves(exact), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    # an interrupted replacement keeps the old weights
+    import orbax.checkpoint as ocp
+
+    def broken_save(self, *a, **k):
+        raise KeyboardInterrupt("simulated interruption")
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", broken_save)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    with pytest.raises(KeyboardInterrupt):
+        save_weights(f32, zeros, cfg.to_json())
+    still = restore_weights(f32, params, "test prior")
+    for a, b in zip(jax.tree_util.tree_leaves(still), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers

@@ -84,17 +84,52 @@ class Checkpointer:
 
 
 # --------------------------------------------------------------------------- saved networks
-def save_weights(path: str | os.PathLike, params: Any, config_json: str) -> Path:
+WEIGHTS_META = "weights.json"
+
+
+def save_weights(path: str | os.PathLike, params: Any, config_json: str, *,
+                 storage_dtype: str | None = None) -> Path:
     """Write final weights (orbax, ``<path>/state``) and the JSON config that rebuilds the
-    network (``<path>/config.json``). Replaces an existing folder of the same name."""
+    network (``<path>/config.json``).
+
+    The folder is assembled next to ``path`` and swapped in only when complete, so an
+    interrupted save never leaves ``path`` half-written (an older folder of the same name is
+    replaced at the very end). ``storage_dtype="bfloat16"`` stores the floating-point leaves in
+    bf16 (half the size: the full-width prior takes ~45 MB instead of ~90 MB);
+    :func:`restore_weights` casts them back to the template's dtype.
+    """
+    import json
     import shutil
+    import tempfile
+
+    import jax.numpy as jnp
 
     path = Path(path).absolute()
-    if path.exists():
-        shutil.rmtree(path)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path / "state", params)
-    (path / "config.json").write_text(config_json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if storage_dtype not in (None, "float32", "bfloat16"):
+        raise ValueError(f"storage_dtype must be None, 'float32' or 'bfloat16', got "
+                         f"{storage_dtype!r}")
+    if storage_dtype is not None:
+        dt = jnp.dtype(storage_dtype)
+        params = jax.tree_util.tree_map(
+            lambda a: a.astype(dt) if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating) else a,
+            params)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / "state", params)
+        (tmp / WEIGHTS_META).write_text(json.dumps({"storage_dtype": storage_dtype or "float32"}))
+        (tmp / "config.json").write_text(config_json)
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return path
 
 
@@ -113,8 +148,23 @@ def read_weights_config(path: str | os.PathLike, what: str) -> dict:
 
 def restore_weights(path: str | os.PathLike, template: Any, what: str) -> Any:
     """Weights written by :func:`save_weights`, restored into ``template``'s structure."""
+    import json
+
     path = Path(path).absolute()
+    meta = path / WEIGHTS_META
+    stored = json.loads(meta.read_text())["storage_dtype"] if meta.exists() else "float32"
     try:
+        if stored != "float32":  # restore as stored, then cast to the template's dtypes
+            import jax.numpy as jnp
+
+            as_stored = jax.tree_util.tree_map(
+                lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(stored)
+                                               if jnp.issubdtype(a.dtype, jnp.floating)
+                                               else a.dtype), template)
+            with ocp.StandardCheckpointer() as ckptr:
+                restored = ckptr.restore(path / "state", as_stored)
+            return jax.tree_util.tree_map(lambda r, t: jnp.asarray(r).astype(t.dtype),
+                                          restored, template)
         with ocp.StandardCheckpointer() as ckptr:
             return ckptr.restore(path / "state", template)
     except Exception as exc:
