@@ -23,10 +23,10 @@ def _add_data_args(p: argparse.ArgumentParser, default: str = "bundled") -> None
                    help="use at most this many training images")
 
 
-def _load(spec: str, split: str, cache_dir, limit=None, n=None):
+def _load(spec: str, split: str, cache_dir, limit=None, n=None, progress=True):
     from admm_jax.data import load_source
 
-    kwargs = {"cache_dir": cache_dir}
+    kwargs = {"cache_dir": cache_dir, "progress": progress}
     if spec == "bundled" and n is not None:
         kwargs["n"] = n
     images = load_source(spec, split, **kwargs)
@@ -63,8 +63,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["problems"] = tuple(args.problems.split(","))
     cfg = preset(args.preset, **overrides)
     train_images = _load(args.data, _train_split(args.data), args.cache_dir,
-                         args.max_train_images)
-    val_images = _load(args.data, "test", args.cache_dir, cfg.val_images)
+                         args.max_train_images, progress=not args.no_progress)
+    val_images = _load(args.data, "test", args.cache_dir, cfg.val_images,
+                       progress=not args.no_progress)
     print(f"training on {len(train_images)} images from {args.data!r}; validating on "
           f"{len(val_images)} held-out images; width {cfg.width}, batch {cfg.batch_size}, "
           f"T {cfg.num_iters}, {cfg.steps} steps ({cfg.preset} preset)")
@@ -80,7 +81,8 @@ def cmd_pretrain_onenet(args: argparse.Namespace) -> int:
 
     cfg = OneNetConfig(width=args.width, steps=args.steps, batch_size=args.batch,
                        seed=args.seed, checkpoint_every=args.checkpoint_every, norm=args.norm)
-    images = _load(args.data, _train_split(args.data), args.cache_dir, args.max_train_images)
+    images = _load(args.data, _train_split(args.data), args.cache_dir, args.max_train_images,
+                   progress=not args.no_progress)
     print(f"pretraining the OneNet projector on {len(images)} images from {args.data!r}")
     pretrain_onenet(cfg, images, args.out, resume=args.resume, overwrite=args.overwrite,
                     progress=not args.no_progress)
@@ -115,7 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from admm_jax.train import prepare_output_dir
 
     out = prepare_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
-    images = _load(args.data, "test", args.cache_dir, args.n_images)
+    images = _load(args.data, "test", args.cache_dir, args.n_images,
+                   progress=not args.no_progress)
     methods = _methods(args)
     if not methods:
         print("nothing to evaluate: give --du-admm and/or --onenet, or drop --no-wavelet")

@@ -82,7 +82,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     dataset = args.dataset or ("natural" if args.data == "bundled" else "faces")
 
     def load(split, n):
-        kw = {"cache_dir": args.cache_dir}
+        kw = {"cache_dir": args.cache_dir, "progress": progress}
         if args.data == "bundled" and n is not None:
             kw["n"] = n
         images = load_source(args.data, split, **kw)
