@@ -21,7 +21,8 @@ from pathlib import Path
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("src", help="a params/ folder")
+    ap.add_argument("src", help="a params/ folder, or a DU-ADMM run folder (unfinished runs: "
+                                "the latest checkpoint)")
     ap.add_argument("dst", help="destination folder")
     ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--overwrite", action="store_true")
@@ -50,9 +51,10 @@ def main(argv=None) -> int:
     out = save_weights(dst, params, config_json, storage_dtype=args.dtype)
     for p in extra:  # e.g. VBN statistics and reference batch of a OneNet projector
         (shutil.copytree if p.is_dir() else shutil.copy2)(p, out / p.name)
+    run_dir = src if (src / "checkpoints").is_dir() else src.parent
     for name in ("metrics.csv", "validation.jsonl"):
-        if (src.parent / name).exists():
-            shutil.copy2(src.parent / name, out / name)
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, out / name)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"weights ({args.dtype}) written to {out} ({size / 1e6:.1f} MB)")
     return 0

@@ -201,6 +201,10 @@ def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted(tmp_path)
     killed = subprocess.run(script, env=env, capture_output=True, text=True, timeout=600)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert Checkpointer(run / "checkpoints").latest_step() == 4  # step 5 was lost
+    from admm_jax.train.loop import load_prior
+
+    assert not (run / "params").exists()
+    _, params_at_4, _ = load_prior(run)  # an unfinished run: its latest checkpoint
 
     env["KILL_AT_5"] = "0"
     resumed = subprocess.run(script + ["--resume"], env=env, capture_output=True, text=True,
@@ -210,9 +214,17 @@ def test_sigkill_between_checkpoints_then_resume_matches_uninterrupted(tmp_path)
 
     cfg = preset("paper", width=1 / 16, num_iters=2, batch_size=4, steps=6,
                  checkpoint_every=2, val_every=1000, log_every=1, learning_rate=1e-3)
-    straight = train(cfg, images, None, tmp_path / "straight", progress=False)
-    prior_fn, template = build_prior(cfg)
-    from admm_jax.train.loop import load_prior
+    seen = {}
+
+    def keep_step_4(step, state):
+        if step == 4:
+            seen["params"] = jax.tree_util.tree_map(np.array, state.params)
+
+    straight = train(cfg, images, None, tmp_path / "straight", progress=False,
+                     callback=keep_step_4)
+    for a, b in zip(jax.tree_util.tree_leaves(seen["params"]),
+                    jax.tree_util.tree_leaves(params_at_4)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
     _, resumed_params, _ = load_prior(run / "params")
     for a, b in zip(jax.tree_util.tree_leaves(straight["params"]),

@@ -241,7 +241,20 @@ def save_params(path: Path, params: Any, cfg: TrainConfig) -> None:
 
 
 def load_prior(path: str | Path):
-    """Rebuild (apply_fn, params, cfg) from a ``params/`` folder written by :func:`train`."""
+    """Rebuild (apply_fn, params, cfg) from a ``params/`` folder written by :func:`train`, or
+    from a training run folder that has no ``params/`` yet (an unfinished run): then the
+    parameters of its latest checkpoint are loaded."""
+    path = Path(path)
+    if not (path / "state").exists() and (path / "checkpoints").is_dir():
+        if (path / "params").is_dir():
+            return load_prior(path / "params")
+        cfg = TrainConfig.from_dict(read_weights_config(path, "DU-ADMM training run"))
+        prior_fn, params = build_prior(cfg)
+        tx = make_optimizer(cfg)
+        template = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
+        with Checkpointer(path / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
+            state, _ = ckpt.restore(template)
+        return prior_fn, state.params, cfg
     cfg = TrainConfig.from_dict(read_weights_config(path, "DU-ADMM prior"))
     prior_fn, template = build_prior(cfg)
     return prior_fn, restore_weights(path, template, "DU-ADMM prior"), cfg
