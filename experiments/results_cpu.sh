@@ -16,6 +16,13 @@ $A evaluate --data $UTK --cache-dir /tmp/cache --du-admm runs/utk_du_res/params 
     --onenet runs/utk_onenet/params --n-images 500 --preset paper --dataset faces \
     --out runs/eval_utk_paper --no-progress
 
+# Faces, the paper's prior architecture (no residual), width 1/16, 6,000 steps
+$A train --data $UTK --cache-dir /tmp/cache --out runs/utk_du_paper_w0625 --width 0.0625 \
+    --lr 1e-3 --batch 4 --steps 6000 --val-every 1000 --checkpoint-every 1000 --no-progress
+$A evaluate --data $UTK --cache-dir /tmp/cache --du-admm runs/utk_du_paper_w0625/params \
+    --no-wavelet --n-images 500 --preset paper --dataset faces \
+    --out runs/eval_utk_paper_arch --no-progress
+
 # Natural images (BSDS500): 500 64x64 images derived from the 200 test photos only
 .venv/bin/python experiments/bsds_test_crops.py --out local_data/bsds_test500.npz --overwrite
 for preset in paper corrected; do
