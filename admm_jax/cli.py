@@ -61,6 +61,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
+    if args.problem_probs:
+        try:
+            overrides["problem_probs"] = tuple(float(v) for v in args.problem_probs.split(","))
+        except ValueError:
+            raise ValueError(f"--problem-probs must be comma-separated numbers, got "
+                             f"{args.problem_probs!r}") from None
     cfg = preset(args.preset, **overrides)
     train_images = _load(args.data, _train_split(args.data), args.cache_dir,
                          args.max_train_images, progress=not args.no_progress)
@@ -186,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         checkpoint_every=None))
     t.add_argument("--iters", type=int, default=None, help="unrolled iterations T (8)")
     t.add_argument("--problems", default=None, help="comma list, e.g. pid,bi,si,sr,cs,deblur")
+    t.add_argument("--problem-probs", default=None,
+                   help="sampling probability of each problem, same order as --problems "
+                        "(default uniform), e.g. 0.2,0.2,0.2,0.4")
     t.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
                    help="compute dtype of the prior's convolutions")
     t.add_argument("--lr", type=float, default=None, help="learning rate override")

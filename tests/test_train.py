@@ -380,3 +380,16 @@ def test_save_weights_bf16_roundtrip_and_atomic_replace(tmp_path, tiny_prior, mo
     for a, b in zip(jax.tree_util.tree_leaves(still), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+def test_problem_probs_validated_and_used():
+    with pytest.raises(ValueError, match="problem_probs"):
+        preset("paper", problem_probs=(-1.0, 1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="one entry per problem"):
+        preset("paper", problem_probs=(1.0, 1.0))
+    problems = tuple(get_problems()[n] for n in PAPER_PROBLEMS)
+    x = jnp.asarray(_smooth_images(8), jnp.float32) / 255.0
+    _, _, rho, index = measure_mixed(problems, jax.random.PRNGKey(0), x,
+                                     probs=(0.0, 0.0, 0.0, 1.0))
+    assert np.all(np.asarray(index) == 3)  # only SR can be drawn
+    np.testing.assert_allclose(rho, problems[3].rho)

@@ -96,6 +96,10 @@ class TrainConfig:
             raise ValueError("compute_dtype must be 'float32' or 'bfloat16'")
         if self.problem_probs is not None and len(self.problem_probs) != len(self.problems):
             raise ValueError("problem_probs must have one entry per problem")
+        if self.problem_probs is not None and (min(self.problem_probs) < 0
+                                               or sum(self.problem_probs) <= 0):
+            raise ValueError(f"problem_probs must be >= 0 with a positive sum, got "
+                             f"{self.problem_probs}")
 
 
 def preset(name: str = PAPER, **overrides) -> TrainConfig:
