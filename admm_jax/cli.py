@@ -161,17 +161,20 @@ def _add_output_args(p: argparse.ArgumentParser, *, out_default: str | None = No
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _add_schedule_args(p: argparse.ArgumentParser, *, defaults: dict) -> None:
-    """--steps, --batch, --width, --seed, --checkpoint-every (train and pretrain-onenet)."""
-    p.add_argument("--steps", type=int, default=defaults["steps"],
-                   help=f"training steps (default: {defaults['steps_text']})")
-    p.add_argument("--batch", type=int, default=defaults["batch"],
-                   help=f"global batch size (default: {defaults['batch_text']})")
-    p.add_argument("--width", type=float, default=defaults["width"],
+def _add_schedule_args(p: argparse.ArgumentParser, *, steps=None, batch=None, width=None,
+                       seed=None, checkpoint_every=None) -> None:
+    """--steps, --batch, --width, --seed, --checkpoint-every (train and pretrain-onenet);
+    a default of None means "the preset's value"."""
+    shown = lambda v: "the preset's" if v is None else f"{v:,}"  # noqa: E731
+    p.add_argument("--steps", type=int, default=steps,
+                   help=f"training steps (default: {shown(steps)}; paper: 50,000)")
+    p.add_argument("--batch", type=int, default=batch,
+                   help=f"global batch size (default: {shown(batch)}; paper: 10)")
+    p.add_argument("--width", type=float, default=width,
                    help="channel width multiplier of the network (1.0 = the paper's 22.4M "
                         "parameters; 0.0625-0.125 for CPU work)")
-    p.add_argument("--seed", type=int, default=defaults["seed"])
-    p.add_argument("--checkpoint-every", type=int, default=defaults["checkpoint_every"],
+    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--checkpoint-every", type=int, default=checkpoint_every,
                    help="steps between checkpoints")
 
 
@@ -187,9 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="paper", choices=["paper", "released"])
     _add_data_args(t)
     _add_output_args(t, resume_help="continue from the last checkpoint in --out")
-    _add_schedule_args(t, defaults=dict(steps=None, steps_text="preset, 50,000", batch=None,
-                                        batch_text="preset, 10", width=None, seed=None,
-                                        checkpoint_every=None))
+    _add_schedule_args(t)
     t.add_argument("--iters", type=int, default=None, help="unrolled iterations T (8)")
     t.add_argument("--problems", default=None, help="comma list, e.g. pid,bi,si,sr,cs,deblur")
     t.add_argument("--problem-probs", default=None,
@@ -218,9 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "autoencoder + image and latent discriminators).")
     _add_data_args(o)
     _add_output_args(o, resume_help="continue from the last checkpoint in --out")
-    _add_schedule_args(o, defaults=dict(steps=50_000, steps_text="50,000", batch=10,
-                                        batch_text="10", width=1.0, seed=0,
-                                        checkpoint_every=2000))
+    _add_schedule_args(o, steps=50_000, batch=10, width=1.0, seed=0, checkpoint_every=2000)
     o.add_argument("--norm", default="instance", choices=["instance", "virtual_batch"],
                    help="projector normalisation: instance (srph25 baseline, default) or "
                         "virtual_batch (original OneNet, with a fixed reference batch)")

@@ -16,6 +16,25 @@ import numpy as np
 from PIL import Image
 
 
+def output_free(out: Path, overwrite: bool) -> bool:
+    """False (with a message) if ``out`` exists and may not be replaced."""
+    if out.exists() and not overwrite:
+        print(f"error: {out} exists (use --overwrite)", file=sys.stderr)
+        return False
+    return True
+
+
+def whole_and_centre(path: Path, size: int = 64):
+    """``(photo, short side, whole photo resized, centred square crop resized)``."""
+    from admm_jax.data import preprocess
+
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    s = min(w, h)
+    centre = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return img, s, preprocess(img, size), preprocess(img, size, crop_box=centre)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,20 +45,16 @@ def main(argv=None) -> int:
     from admm_jax.data import list_images, preprocess, save_packed
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        print(f"error: {out} exists (use --overwrite)", file=sys.stderr)
+    if not output_free(out, args.overwrite):
         return 2
     files = sorted(list_images(Path(args.bsds) / "test"))
     if len(files) != 200:
         print(f"warning: expected 200 test photos, found {len(files)}")
     whole, centre, corner = [], [], []
     for i, f in enumerate(files):
-        img = Image.open(f).convert("RGB")
-        w, h = img.size
-        s = min(w, h)
-        whole.append(preprocess(img, 64))
-        centre.append(preprocess(img, 64, crop_box=((w - s) // 2, (h - s) // 2,
-                                                    (w - s) // 2 + s, (h - s) // 2 + s)))
+        img, s, whole_img, centre_img = whole_and_centre(f)
+        whole.append(whole_img)
+        centre.append(centre_img)
         if i < 100:
             corner.append(preprocess(img, 64, crop_box=(0, 0, s, s)))
     images = np.stack(whole + centre + corner).astype(np.uint8)

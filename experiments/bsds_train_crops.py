@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from bsds_test_crops import output_free, whole_and_centre  # same folder: shared crop rules
 
 
 def main(argv=None) -> int:
@@ -36,8 +37,7 @@ def main(argv=None) -> int:
     from admm_jax.data import list_images, load_source, preprocess, save_packed
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        print(f"error: {out} exists (use --overwrite)", file=sys.stderr)
+    if not output_free(out, args.overwrite):
         return 2
     test = load_source(args.test, "test")
     files = sorted(list_images(Path(args.bsds) / "train")) + sorted(
@@ -47,12 +47,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     crops = []
     for f in files:
-        img = Image.open(f).convert("RGB")
+        img, s, whole_img, centre_img = whole_and_centre(f)
         w, h = img.size
-        s = min(w, h)
-        crops.append(preprocess(img, 64))
-        crops.append(preprocess(img, 64, crop_box=((w - s) // 2, (h - s) // 2,
-                                                   (w - s) // 2 + s, (h - s) // 2 + s)))
+        crops += [whole_img, centre_img]
         for _ in range(args.random_crops):
             side = max(16, int(round(s * rng.uniform(0.25, 1.0))))
             left = int(rng.integers(0, w - side + 1))

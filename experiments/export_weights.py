@@ -48,13 +48,15 @@ def main(argv=None) -> int:
         config_json = (src / "config.json").read_text()
         extra = [p for p in src.iterdir() if p.name not in ("state", "config.json",
                                                             "weights.json")]
-    out = save_weights(dst, params, config_json, storage_dtype=args.dtype)
-    for p in extra:  # e.g. VBN statistics and reference batch of a OneNet projector
-        (shutil.copytree if p.is_dir() else shutil.copy2)(p, out / p.name)
     run_dir = src if (src / "checkpoints").is_dir() else src.parent
-    for name in ("metrics.csv", "validation.jsonl"):
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, out / name)
+    extra += [run_dir / name for name in ("metrics.csv", "validation.jsonl")
+              if (run_dir / name).exists()]
+
+    def copy_extra(folder: Path) -> None:  # VBN statistics, reference batch, training logs
+        for p in extra:
+            (shutil.copytree if p.is_dir() else shutil.copy2)(p, folder / p.name)
+
+    out = save_weights(dst, params, config_json, storage_dtype=args.dtype, extra=copy_extra)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"weights ({args.dtype}) written to {out} ({size / 1e6:.1f} MB)")
     return 0

@@ -363,14 +363,16 @@ def _save_projector(path: Path, params: Any, cfg: OneNetConfig, *, batch_stats: 
     statistics (orbax, ``batch_stats/``) and the reference batch (``reference_batch.npy``)."""
     from admm_jax.train.checkpoint import save_weights
 
-    save_weights(path, params, cfg.to_json())
-    if batch_stats is not None:
-        import orbax.checkpoint as ocp
+    def write_vbn_files(folder: Path) -> None:
+        if batch_stats is not None:
+            import orbax.checkpoint as ocp
 
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(Path(path).absolute() / _BATCH_STATS_DIR, batch_stats)
-    if reference is not None:
-        np.save(Path(path) / REFERENCE_FILE, np.asarray(reference, np.float32))
+            with ocp.StandardCheckpointer() as ckptr:
+                ckptr.save(folder / _BATCH_STATS_DIR, batch_stats)
+        if reference is not None:
+            np.save(folder / REFERENCE_FILE, np.asarray(reference, np.float32))
+
+    save_weights(path, params, cfg.to_json(), extra=write_vbn_files)
 
 
 def load_projector(path: str | Path):

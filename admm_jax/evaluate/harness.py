@@ -10,7 +10,10 @@ exactly the same measurements and two runs with the same seed give identical tab
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,8 +239,6 @@ def _evaluate_block(method: Method, problem: Problem, base_key, x_all: np.ndarra
 def _partial_dir(out: Path, x_all: np.ndarray, methods: list[Method], cfg: EvalConfig,
                  resume: bool) -> Path:
     """``out/partial`` with a fingerprint of (images, method names, config) checked on resume."""
-    import hashlib
-
     h = hashlib.sha256(np.ascontiguousarray(x_all).tobytes())
     h.update(json.dumps({"methods": [m.name for m in methods], "problems": list(cfg.problems),
                          "preset": cfg.preset, "dataset": cfg.dataset, "seed": cfg.seed,
@@ -250,8 +251,6 @@ def _partial_dir(out: Path, x_all: np.ndarray, methods: list[Method], cfg: EvalC
             f"cannot resume in {out}: its partial results were computed for other images, methods "
             "or settings; use a new output folder (or --overwrite to start again).")
     if not resume and partial.exists():
-        import shutil
-
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint)
@@ -259,8 +258,6 @@ def _partial_dir(out: Path, x_all: np.ndarray, methods: list[Method], cfg: EvalC
 
 
 def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    import os
-
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     os.replace(tmp, path)

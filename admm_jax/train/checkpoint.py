@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -88,7 +88,8 @@ WEIGHTS_META = "weights.json"
 
 
 def save_weights(path: str | os.PathLike, params: Any, config_json: str, *,
-                 storage_dtype: str | None = None) -> Path:
+                 storage_dtype: str | None = None,
+                 extra: Callable[[Path], None] | None = None) -> Path:
     """Write final weights (orbax, ``<path>/state``) and the JSON config that rebuilds the
     network (``<path>/config.json``).
 
@@ -96,7 +97,9 @@ def save_weights(path: str | os.PathLike, params: Any, config_json: str, *,
     interrupted save never leaves ``path`` half-written (an older folder of the same name is
     replaced at the very end). ``storage_dtype="bfloat16"`` stores the floating-point leaves in
     bf16 (half the size: the full-width prior takes ~45 MB instead of ~90 MB);
-    :func:`restore_weights` casts them back to the template's dtype.
+    :func:`restore_weights` casts them back to the template's dtype. ``extra(folder)``, if
+    given, writes further files (e.g. normalisation statistics) into the folder before it is
+    swapped in, so they appear together with the weights or not at all.
     """
     import json
     import shutil
@@ -120,6 +123,8 @@ def save_weights(path: str | os.PathLike, params: Any, config_json: str, *,
             ckptr.save(tmp / "state", params)
         (tmp / WEIGHTS_META).write_text(json.dumps({"storage_dtype": storage_dtype or "float32"}))
         (tmp / "config.json").write_text(config_json)
+        if extra is not None:
+            extra(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
