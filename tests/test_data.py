@@ -642,22 +642,40 @@ def test_tfds_source_path_with_fake_module(tmp_path, monkeypatch):
     assert calls[-1] == ("celeb_a", "train+validation")
 
 
-def test_tfds_mock_data():
+def test_tfds_mock_data_without_tensorflow():
+    """``tfds.testing.mock_data`` through the TensorFlow-free ``data_source`` backend.
+
+    The mocked examples are random images of the datasets' real feature specs (CelebA: 218x178,
+    imagenet_resized: 64x64); each must come out as the bilinear resize of that same example.
+    """
+    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed (optional extra)")
+    with tfds.testing.mock_data(num_examples=6):
+        raw = [np.asarray(ex["image"]) for ex in tfds.data_source("celeb_a", split="train")]
+        assert raw[0].shape == (218, 178, 3)
+        imgs = D.tfds_source("celeb_a", "train", progress=False, backend="data_source")
+        assert imgs.shape == (6, 64, 64, 3) and imgs.dtype == np.uint8
+        for got, src in zip(imgs, raw):
+            np.testing.assert_array_equal(got, np.asarray(Image.fromarray(src).resize((64, 64), Image.BILINEAR)))
+        small = D.tfds_source(
+            "imagenet_resized/64x64", "validation", size=32, limit=3, progress=False, backend="data_source"
+        )
+        assert small.shape == (3, 32, 32, 3)
+        raw_in = np.asarray(tfds.data_source("imagenet_resized/64x64", split="validation")[2]["image"])
+        np.testing.assert_array_equal(small[2], np.asarray(Image.fromarray(raw_in).resize((32, 32), Image.BILINEAR)))
+
+
+def test_tfds_mock_data_tf_backend():
     tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets not installed (optional extra)")
     pytest.importorskip(
         "tensorflow",
-        reason="tfds.testing.mock_data needs TensorFlow (tf.io.gfile), which is not installed; "
-        "install tensorflow-cpu to run this test",
+        reason="the tf.data backend needs TensorFlow, which is not installed; install tensorflow-cpu to run it "
+        "(the TensorFlow-free data_source backend is tested above)",
     )
     with tfds.testing.mock_data(num_examples=6):
         imgs = D.tfds_source("celeb_a", "train", progress=False, backend="tf")
         assert imgs.shape == (6, 64, 64, 3) and imgs.dtype == np.uint8
-        small = D.tfds_source("imagenet_resized/64x64", "validation", size=32, limit=3, progress=False)
-        assert small.shape == (3, 32, 32, 3)
         ds = D.load_source("tfds:celeb_a", "test", size=16, progress=False)
         assert ds.shape == (6, 16, 16, 3)
-        src = D.tfds_source("celeb_a", "train", progress=False, backend="data_source")
-        assert src.shape == (6, 64, 64, 3)
 
 
 # ----------------------------------------------------------------------------------------------
