@@ -77,30 +77,37 @@ def test_mixed_batch_matches_each_sample_alone(tiny_prior):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-7)
 
 
-DP_SCRIPT = textwrap.dedent("""
-    import jax, numpy as np, json
+# One training step of a width-1/16 prior (T = 2) on a fixed batch of 4, shared by the scripts below.
+_ONE_STEP = textwrap.dedent("""
     from admm_jax.train import preset, make_optimizer, make_mesh, make_train_step
     from admm_jax.train import init_train_state, shard_batch
     from admm_jax.train.loop import build_prior
     from admm_jax.problems import get_problems
-    assert jax.device_count() == 2, jax.devices()
     cfg = preset("paper", width=1/16, num_iters=2, batch_size=4)
     problems = tuple(get_problems()[n] for n in cfg.problems)
-    x = np.random.default_rng(0).random((4, 64, 64, 3)).astype(np.float32)
-    out = []
-    for devices in (jax.devices()[:1], jax.devices()):
-        mesh = make_mesh(devices)
+    x = np.random.default_rng(0).random((4, 64, 64, 3)).astype(np.float32)  # same on every host
+
+    def one_step(mesh):
         prior_fn, params = build_prior(cfg)
         tx = make_optimizer(cfg)
         step = make_train_step(prior_fn, tx, problems, cfg, mesh)
-        state = init_train_state(params, tx, mesh)
-        state, m = step(state, shard_batch(x, mesh), jax.random.PRNGKey(0))
+        batch = shard_batch(x, mesh)
+        state, metrics = step(init_train_state(params, tx, mesh), batch, jax.random.PRNGKey(0))
+        return state, metrics, batch
+""")
+
+DP_SCRIPT = "import jax, numpy as np, json\n" + _ONE_STEP + textwrap.dedent("""
+    assert jax.device_count() == 2, jax.devices()
+    out = []
+    for devices in (jax.devices()[:1], jax.devices()):
+        state, m, _ = one_step(make_mesh(devices))
         out.append((float(m["loss"]), [np.asarray(l) for l in jax.tree_util.tree_leaves(state.params)]))
     (l1, p1), (l2, p2) = out
     diff = max(float(np.max(np.abs(a - b))) for a, b in zip(p1, p2))
     # an uneven batch must be refused with a clear error
     try:
-        make_train_step(prior_fn, tx, problems, cfg.replace(batch_size=3), make_mesh())
+        prior_fn, _ = build_prior(cfg)
+        make_train_step(prior_fn, make_optimizer(cfg), problems, cfg.replace(batch_size=3), make_mesh())
         uneven = "no error"
     except ValueError as e:
         uneven = str(e)
@@ -126,22 +133,10 @@ MULTIHOST_SCRIPT = textwrap.dedent("""
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(coordinator_address=f"localhost:{port}",
                                    num_processes=n_proc, process_id=rank)
-    from admm_jax.train import preset, make_optimizer, make_mesh, make_train_step
-    from admm_jax.train import init_train_state, shard_batch
-    from admm_jax.train.loop import build_prior
-    from admm_jax.problems import get_problems
+""") + _ONE_STEP + textwrap.dedent("""
     assert jax.process_count() == n_proc and jax.device_count() == n_proc
-    cfg = preset("paper", width=1/16, num_iters=2, batch_size=4)
-    problems = tuple(get_problems()[n] for n in cfg.problems)
-    x = np.random.default_rng(0).random((4, 64, 64, 3)).astype(np.float32)  # same on every host
-    mesh = make_mesh()
-    prior_fn, params = build_prior(cfg)
-    tx = make_optimizer(cfg)
-    step = make_train_step(prior_fn, tx, problems, cfg, mesh)
-    state = init_train_state(params, tx, mesh)
-    batch = shard_batch(x, mesh)
+    state, m, batch = one_step(make_mesh())
     assert len(batch.addressable_shards) == 1 and batch.addressable_shards[0].data.shape[0] == 4 // n_proc
-    state, m = step(state, batch, jax.random.PRNGKey(0))
     leaves = [np.asarray(l.addressable_data(0)) for l in jax.tree_util.tree_leaves(state.params)]
     np.savez(f"{out}_{n_proc}_{rank}.npz", *leaves)
     print(json.dumps({"loss": float(m["loss"].addressable_data(0))}))
