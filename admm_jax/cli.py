@@ -122,15 +122,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from admm_jax.evaluate import EvalConfig, markdown_table, run_evaluation
     from admm_jax.train import prepare_output_dir
 
+    if args.no_wavelet and not (args.du_admm or args.onenet):
+        raise ValueError("nothing to evaluate: give --du-admm and/or --onenet, or drop --no-wavelet")
+    cfg = EvalConfig(problems=tuple(args.problems.split(",")), preset=args.preset,
+                     dataset=args.dataset, batch_size=args.batch, seed=args.seed)
     out = prepare_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     images = _load(args.data, "test", args.cache_dir, args.n_images,
                    progress=not args.no_progress)
     methods = _methods(args)
-    if not methods:
-        print("nothing to evaluate: give --du-admm and/or --onenet, or drop --no-wavelet")
-        return 2
-    cfg = EvalConfig(problems=tuple(args.problems.split(",")), preset=args.preset,
-                     dataset=args.dataset, batch_size=args.batch, seed=args.seed)
     print(f"evaluating {[m.name for m in methods]} on {len(images)} images, problems "
           f"{list(cfg.problems)}, {cfg.preset} preset")
     records = run_evaluation(images, methods, cfg, out, progress=not args.no_progress,
@@ -173,7 +172,8 @@ def _add_schedule_args(p: argparse.ArgumentParser, *, steps=None, batch=None, wi
     p.add_argument("--width", type=float, default=width,
                    help="channel width multiplier of the network (1.0 = the paper's 22.4M "
                         "parameters; 0.0625-0.125 for CPU work)")
-    p.add_argument("--seed", type=int, default=seed)
+    p.add_argument("--seed", type=int, default=seed,
+                   help="seed of every random draw: initialisation, batches, operators, noise")
     p.add_argument("--checkpoint-every", type=int, default=checkpoint_every,
                    help="steps between checkpoints")
 
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the DU-ADMM prior end to end",
                        description="Train the DU-ADMM prior (T unrolled ADMM iterations, mixed "
                                    "problems per mini-batch, clipped Adam).")
-    t.add_argument("--preset", default="paper", choices=["paper", "released"])
+    t.add_argument("--preset", default="paper", choices=["paper", "released"],
+                   help="hyperparameters of the paper (default) or of its released code")
     _add_data_args(t)
     _add_output_args(t, resume_help="continue from the last checkpoint in --out")
     _add_schedule_args(t)
@@ -209,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", default=None, choices=["mse", "psnr"],
                    help="training loss: mse (the paper: MSE of z_T) or psnr (NOT the paper: "
                         "-mean per-sample PSNR, so easy problems are not traded for hard ones)")
-    t.add_argument("--val-every", type=int, default=None)
+    t.add_argument("--val-every", type=int, default=None,
+                   help="steps between validation PSNR measurements on held-out images")
     t.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host data parallel)")
     t.set_defaults(func=cmd_train)
@@ -232,15 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(e)
     e.add_argument("--du-admm", default=None, help="folder of a trained prior (<run>/params)")
     e.add_argument("--onenet", default=None, help="folder of a pretrained projector")
-    e.add_argument("--no-wavelet", action="store_true")
-    e.add_argument("--n-images", type=int, default=500)
-    e.add_argument("--problems", default="pid,bi,si,sr")
+    e.add_argument("--no-wavelet", action="store_true", help="skip the wavelet-l1 baseline")
+    e.add_argument("--n-images", type=int, default=500,
+                   help="number of held-out test images (the first N, in file-name order)")
+    e.add_argument("--problems", default="pid,bi,si,sr",
+                   help="comma list of problems (pid, bi, si, sr, cs, deblur)")
     e.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
                    help="test protocol (caps, T, SR adjoint), see admm_jax.problems")
     e.add_argument("--dataset", default="faces", choices=["faces", "natural"],
                    help="only sets DU-ADMM's SR test-time T (13 faces / 11 natural)")
-    e.add_argument("--batch", type=int, default=50)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch", type=int, default=50, help="images per compiled batch")
+    e.add_argument("--seed", type=int, default=0,
+                   help="seed of the operators and noise (drawn from seed, problem, image index)")
     _add_output_args(e, resume_help="continue an interrupted evaluation in --out (finished "
                                      "(problem, method) blocks are kept)")
     e.set_defaults(func=cmd_evaluate)
@@ -249,9 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train DU-ADMM and OneNet, evaluate the three methods and "
                                    "print Table 1. --preset quick runs on a 2-core CPU in about "
                                    "15 minutes on the bundled offline photos.")
-    r.add_argument("--preset", default="quick", choices=["quick", "paper"])
+    r.add_argument("--preset", default="quick", choices=["quick", "paper"],
+                   help="quick: small networks on a CPU in minutes; paper: the full protocol "
+                        "(a GPU is expected)")
     _add_data_args(r)
-    r.add_argument("--dataset", default=None, choices=["faces", "natural"])
+    r.add_argument("--dataset", default=None, choices=["faces", "natural"],
+                   help="sets DU-ADMM's SR test-time T (13 faces / 11 natural); default: natural "
+                        "for the bundled photos, faces otherwise")
     _add_output_args(r, out_default="outputs/reproduce",
                      resume_help="skip finished stages, continue the interrupted one")
     r.set_defaults(func=cmd_reproduce)

@@ -93,6 +93,14 @@ class EvalConfig:
     table2_images: int = 3
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        problems = get_problems(self.preset, self.dataset)
+        unknown = [p for p in self.problems if p not in problems]
+        if unknown:
+            raise ValueError(f"unknown problem(s) {unknown}; choose from {sorted(problems)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
 
 PARTIAL_DIR = "partial"
 
@@ -130,9 +138,6 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
         raise ValueError(f"images must be (N, H, W, 3), got {x_all.shape}")
     n = x_all.shape[0]
     problems = get_problems(cfg.preset, cfg.dataset)
-    unknown = [p for p in cfg.problems if p not in problems]
-    if unknown:
-        raise ValueError(f"unknown problem(s) {unknown}; choose from {sorted(problems)}")
     sr_scale = sr_adjoint_scale_for(cfg.preset)
     base_key = jax.random.PRNGKey(cfg.seed)
     bs = min(cfg.batch_size, n)
