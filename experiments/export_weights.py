@@ -24,8 +24,10 @@ def main(argv=None) -> int:
     ap.add_argument("src", help="a params/ folder, or a DU-ADMM run folder (unfinished runs: "
                                 "the latest checkpoint)")
     ap.add_argument("dst", help="destination folder")
-    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"])
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"],
+                    help="storage dtype (default bfloat16, half the size; float32 keeps the "
+                         "weights bit-exact, so tables computed from the run stay reproducible)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     args = ap.parse_args(argv)
 
     from admm_jax.train.checkpoint import save_weights

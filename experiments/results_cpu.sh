@@ -43,6 +43,14 @@ $A evaluate --data local_data/bsds.npz --du-admm runs/bsds_du_res/params \
     --onenet runs/bsds_onenet/params --n-images 500 --preset paper --dataset natural \
     --out runs/eval_bsds_paper --no-progress
 
+# Natural images, the paper's prior architecture (no residual), width 1/16, 6,000 steps
+$A train --data local_data/bsds.npz --out runs/bsds_du_paper_w0625 --width 0.0625 \
+    --lr 1e-3 --batch 4 --steps 6000 --val-every 1000 --checkpoint-every 1000 --no-progress
+$A evaluate --data local_data/bsds.npz --du-admm runs/bsds_du_paper_w0625/params --no-wavelet \
+    --n-images 500 --preset paper --dataset natural --out runs/eval_bsds_paper_arch --no-progress
+.venv/bin/python experiments/export_weights.py runs/bsds_du_paper_w0625/params \
+    results/weights/bsds_du_admm_w0.0625 --dtype float32
+
 # Diagnosis of the SR failure (RESULTS.md section 4)
 .venv/bin/python experiments/correction_energy.py --prior runs/utk_du_res/params \
     --data $UTK --cache-dir /tmp/cache --n-images 1000
