@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="benchmarks/results/core.json", help="JSON output path")
     ap.add_argument("--repeats", type=int, default=20,
                     help="steady-state runs per benchmark (median reported)")
-    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=10, help="images per batch")
     ap.add_argument("--iters", type=int, default=8, help="T for the unrolled_admm benchmark")
     ap.add_argument("--no-batched-cs", action="store_true",
                     help="skip the per-sample (B × 60 MB) compressive-sensing operator")

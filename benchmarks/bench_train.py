@@ -175,8 +175,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--memory-only-unroll", type=int, nargs="*", default=[2, 4],
                     help="unroll values compiled (not run) at the variant width with remat=on, "
                          "to show how remat memory depends on unrolling (default: 2 4)")
-    ap.add_argument("--large-width", type=float, default=0.5)
-    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--large-width", type=float, default=0.5,
+                    help="widths from this one up count as large (fewer timed steps on CPU)")
+    ap.add_argument("--batch", type=int, default=10, help="global batch size (the paper: 10)")
     ap.add_argument("--iters", type=int, default=8, help="T, unrolled ADMM iterations")
     ap.add_argument("--matmul-n", type=int, default=None,
                     help="matmul reference size (default 2048 CPU / 8192 accelerator)")

@@ -14,11 +14,11 @@ import time
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--width", type=float, default=0.125)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--b1", type=float, default=0.0)
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--residual", action="store_true")
+    ap.add_argument("--width", type=float, default=0.125, help="channel width multiplier")
+    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    ap.add_argument("--b1", type=float, default=0.0, help="Adam beta1 (the paper: 0)")
+    ap.add_argument("--steps", type=int, default=300, help="training steps")
+    ap.add_argument("--residual", action="store_true", help="P(x) = x + net(x) (not the paper)")
     args = ap.parse_args(argv)
 
     import jax

@@ -38,9 +38,9 @@ def whole_and_centre(path: Path, size: int = 64):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bsds", default="../shared/data/bsds500")
-    ap.add_argument("--out", default="local_data/bsds_test500.npz")
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--bsds", default="../shared/data/bsds500", help="BSDS500 folder (test/ is used)")
+    ap.add_argument("--out", default="local_data/bsds_test500.npz", help=".npz pack to write")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     from admm_jax.data import list_images, preprocess, save_packed
 

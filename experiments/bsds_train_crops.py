@@ -26,13 +26,13 @@ from bsds_test_crops import output_free, whole_and_centre  # same folder: shared
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bsds", default="../shared/data/bsds500")
+    ap.add_argument("--bsds", default="../shared/data/bsds500", help="BSDS500 folder (train/ and val/ are used)")
     ap.add_argument("--test", default="local_data/bsds_test500.npz",
                     help="the 500 test images (from experiments/bsds_test_crops.py)")
-    ap.add_argument("--out", default="local_data/bsds.npz")
+    ap.add_argument("--out", default="local_data/bsds.npz", help=".npz pack to write (train + test)")
     ap.add_argument("--random-crops", type=int, default=18, help="random crops per photo")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random crops")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
     from admm_jax.data import list_images, load_source, preprocess, save_packed
 

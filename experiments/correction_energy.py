@@ -23,9 +23,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", required=True, help="a DU-ADMM params/ folder")
     ap.add_argument("--data", default="bundled", help="image source (test split is used)")
-    ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--n-images", type=int, default=64)
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cache-dir", default=None, help="folder for decoded 64x64 image caches")
+    ap.add_argument("--n-images", type=int, default=64, help="first N test images")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the operators and noise")
     args = ap.parse_args(argv)
 
     import jax

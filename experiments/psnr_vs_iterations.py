@@ -21,13 +21,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", required=True, help="a trained prior's params/ folder")
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--n-images", type=int, default=200)
-    ap.add_argument("--max-t", type=int, default=16)
-    ap.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"])
-    ap.add_argument("--batch", type=int, default=50)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", required=True,
+                    help="image source with a test split (folder, .npz pack or 'bundled')")
+    ap.add_argument("--cache-dir", default=None, help="folder for decoded 64x64 image caches")
+    ap.add_argument("--n-images", type=int, default=200, help="first N test images")
+    ap.add_argument("--max-t", type=int, default=16, help="largest T to report")
+    ap.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
+                    help="test protocol: ρ per problem and the SR adjoint (see admm_jax.problems)")
+    ap.add_argument("--batch", type=int, default=50, help="images per compiled batch")
+    ap.add_argument("--out", required=True, help="output folder")
     args = ap.parse_args(argv)
 
     import jax

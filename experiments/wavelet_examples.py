@@ -23,9 +23,10 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="outputs/wavelet_examples", help="output folder")
     ap.add_argument("--photo", default="chelsea", help="bundled photo name")
-    ap.add_argument("--problems", default="pid,bi,si,sr,cs,deblur")
-    ap.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"])
-    ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--problems", default="pid,bi,si,sr,cs,deblur", help="comma list of problems")
+    ap.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
+                    help="test protocol (see admm_jax.problems)")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
 
     import matplotlib
