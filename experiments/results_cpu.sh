@@ -23,6 +23,17 @@ $A evaluate --data $UTK --cache-dir /tmp/cache --du-admm runs/utk_du_paper_w0625
     --no-wavelet --n-images 500 --preset paper --dataset faces \
     --out runs/eval_utk_paper_arch --no-progress
 
+# Faces, the paper's prior architecture at width 1/8 (the largest CPU configuration), 6,000 steps
+$A train --data $UTK --cache-dir /tmp/cache --out runs/utk_du_paper_w125 --width 0.125 \
+    --lr 1e-3 --batch 4 --steps 6000 --val-every 1000 --checkpoint-every 500 --no-progress
+.venv/bin/python experiments/export_weights.py runs/utk_du_paper_w125/params \
+    results/weights/utkface_du_admm_w0.125 --dtype float32
+$A evaluate --data $UTK --cache-dir /tmp/cache --du-admm results/weights/utkface_du_admm_w0.125 \
+    --no-wavelet --n-images 500 --preset paper --dataset faces \
+    --out runs/eval_utk_paper_arch_w125 --no-progress
+.venv/bin/python experiments/psnr_vs_iterations.py --prior results/weights/utkface_du_admm_w0.125 \
+    --data $UTK --cache-dir /tmp/cache --n-images 200 --out runs/utk_psnr_vs_T_w125
+
 # Natural images (BSDS500): 500 64x64 images derived from the 200 test photos only
 .venv/bin/python experiments/bsds_test_crops.py --out local_data/bsds_test500.npz --overwrite
 for preset in paper corrected; do
