@@ -604,6 +604,11 @@ def test_prefetch_finite_source_errors_and_device_put():
 # ----------------------------------------------------------------------------------------------
 
 
+def _pil_bilinear(img: np.ndarray, size: int) -> np.ndarray:
+    """The paper's preprocessing done independently: PIL bilinear resize of the whole image."""
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+
+
 def test_tfds_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes the import fail
     with pytest.raises(ImportError, match=r"admm_jax\[tfds\]"):
@@ -632,7 +637,7 @@ def test_tfds_source_path_with_fake_module(tmp_path, monkeypatch):
     out = D.tfds_source("celeb_a", "train", limit=4, progress=False, cache_dir=tmp_path)
     assert out.shape == (4, 64, 64, 3) and out.dtype == np.uint8
     for row, p in zip(out, pics):
-        np.testing.assert_array_equal(row, np.asarray(Image.fromarray(p).resize((64, 64), Image.BILINEAR)))
+        np.testing.assert_array_equal(row, _pil_bilinear(p, 64))
     assert list(tmp_path.glob("tfds-*.npz"))
     np.testing.assert_array_equal(D.tfds_source("celeb_a", "train", limit=4, cache_dir=tmp_path), out)
     assert len(calls) == 1  # second call came from the cache
@@ -655,13 +660,13 @@ def test_tfds_mock_data_without_tensorflow():
         imgs = D.tfds_source("celeb_a", "train", progress=False, backend="data_source")
         assert imgs.shape == (6, 64, 64, 3) and imgs.dtype == np.uint8
         for got, src in zip(imgs, raw):
-            np.testing.assert_array_equal(got, np.asarray(Image.fromarray(src).resize((64, 64), Image.BILINEAR)))
+            np.testing.assert_array_equal(got, _pil_bilinear(src, 64))
         small = D.tfds_source(
             "imagenet_resized/64x64", "validation", size=32, limit=3, progress=False, backend="data_source"
         )
         assert small.shape == (3, 32, 32, 3)
         raw_in = np.asarray(tfds.data_source("imagenet_resized/64x64", split="validation")[2]["image"])
-        np.testing.assert_array_equal(small[2], np.asarray(Image.fromarray(raw_in).resize((32, 32), Image.BILINEAR)))
+        np.testing.assert_array_equal(small[2], _pil_bilinear(raw_in, 32))
 
 
 def test_tfds_mock_data_tf_backend():
