@@ -65,3 +65,13 @@ $A evaluate --data local_data/bsds.npz --du-admm runs/bsds_du_paper_w0625/params
 # Diagnosis of the SR failure (RESULTS.md section 4)
 .venv/bin/python experiments/correction_energy.py --prior runs/utk_du_res/params \
     --data $UTK --cache-dir /tmp/cache --n-images 1000
+
+# Faces: the OneNet projector resumed from 800 to 4,000 steps
+cp -r runs/utk_onenet runs/utk_onenet_4k
+$A pretrain-onenet --data $UTK --cache-dir /tmp/cache --out runs/utk_onenet_4k --width 0.0625 \
+    --steps 4000 --batch 4 --checkpoint-every 400 --resume --no-progress
+.venv/bin/python experiments/export_weights.py runs/utk_onenet_4k/params \
+    results/weights/utkface_onenet_w0.0625_4k --dtype float32
+$A evaluate --data $UTK --cache-dir /tmp/cache --onenet results/weights/utkface_onenet_w0.0625_4k \
+    --no-wavelet --n-images 500 --preset paper --dataset faces \
+    --out runs/eval_utk_onenet_4k --no-progress
