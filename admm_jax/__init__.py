@@ -57,7 +57,7 @@ __version__ = "0.1.0"
 _LAZY = {"data", "train", "evaluate", "baselines", "priors", "reproduce", "cli"}
 _LAZY_NAMES = {
     "du_admm_prior": "priors", "onenet_projector": "priors", "make_prior_fn": "priors",
-    "count_params": "priors",
+    "count_params": "priors", "unet_prior": "priors",
 }
 
 
@@ -79,5 +79,5 @@ __all__ = [
     "PAPER_PROBLEMS", "Problem", "get_problem", "get_problems", "measure", "measure_indexed",
     "measure_mixed",
     "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",
-    "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params",
+    "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params", "unet_prior",
 ]

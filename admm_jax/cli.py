@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "checkpoint_every": args.checkpoint_every, "val_every": args.val_every,
         "remat": args.remat or None, "learning_rate": args.lr,
         "residual": (args.residual or args.gated) or None, "gated": args.gated or None,
-        "loss": args.loss,
+        "loss": args.loss, "architecture": args.architecture,
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
@@ -105,7 +105,8 @@ def _methods(args, log=print):
         from admm_jax.train import load_prior
 
         prior_fn, params, cfg = load_prior(Path(args.du_admm))
-        name = ("DU-ADMM (gated residual)" if cfg.gated else
+        name = ("DU-ADMM (U-Net prior)" if cfg.architecture == "unet" else
+                "DU-ADMM (gated residual)" if cfg.gated else
                 "DU-ADMM (residual)" if cfg.residual else "DU-ADMM")
         methods.append(du_admm_method(prior_fn, params, name))
     if args.onenet:
@@ -201,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute dtype of the prior's convolutions")
     t.add_argument("--lr", type=float, default=None, help="learning rate override")
     t.add_argument("--remat", action="store_true", help="rematerialise each iteration")
+    t.add_argument("--architecture", default=None, choices=["paper", "unet"],
+                   help="prior network: paper (the paper's 12-layer autoencoder, default) or "
+                        "unet (NOT the paper: a small residual U-Net without normalisation, "
+                        "64*width channels at the first of 3 levels)")
     t.add_argument("--residual", action="store_true",
                    help="residual prior P(x) = x + net(x) (NOT the paper; learns much faster "
                         "on short budgets)")

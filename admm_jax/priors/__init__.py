@@ -1,4 +1,5 @@
-"""Priors: the DU-ADMM prior / OneNet projector, OneNet discriminators and their layers.
+"""Priors: the DU-ADMM prior / OneNet projector, OneNet discriminators and their layers, and a
+small residual U-Net prior (not in the paper).
 
 Networks work in the [−1, 1] image domain; :func:`make_prior_fn` wraps a projector as a pure
 function of ``(params, image in [0, 1])`` for the ADMM solver.
@@ -39,12 +40,14 @@ from admm_jax.priors.networks import (
     onenet_projector,
     scale_channels,
 )
+from admm_jax.priors.unet import ResidualUNet, unet_prior
 
 __all__ = [
     # networks
     "ProjectionNetwork", "ImageDiscriminator", "LatentDiscriminator",
     "du_admm_prior", "onenet_projector", "onenet_discriminators",
     "scale_channels", "PRIOR_PARAM_COUNT",
+    "ResidualUNet", "unet_prior",
     # bridge
     "make_prior_fn", "count_params", "to_network_domain", "from_network_domain",
     # layers

@@ -12,7 +12,8 @@ T (unrolled)   8                              8
 loss           MSE on z_T in [−1, 1]          same
 =============  =============================  ===================================
 
-Beyond both presets (opt-in): ``loss="psnr"`` minimises −mean per-sample PSNR of z_T instead of
+Beyond both presets (opt-in): ``architecture="unet"`` swaps the paper's bottleneck
+autoencoder for a small residual U-Net (:mod:`admm_jax.priors.unet`), and ``loss="psnr"`` minimises −mean per-sample PSNR of z_T instead of
 the mean MSE. The MSE of a mixed batch is dominated by the problems with large errors (PID, BI);
 the log makes every sample count by its *relative* error, so an easy problem (SR, whose pinv
 start is already near 29 dB on faces) is not sacrificed to the hard ones.
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 PAPER = "paper"
 RELEASED = "released"
 LOSSES = ("mse", "psnr")
+ARCHITECTURES = ("paper", "unet")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class TrainConfig:
     remat: bool = False
     unroll: int | str = "auto"
     # the prior
+    architecture: str = "paper"  # or "unet": not in the paper, see admm_jax.priors.unet
     width: float = 1.0
     residual: bool = False  # not in the paper: P(x) = x + net(x), see ProjectionNetwork
     gated: bool = False  # not in the paper: P(x) = x + sigmoid(g)·r (needs residual)
@@ -90,6 +93,12 @@ class TrainConfig:
             raise ValueError(f"width must be > 0, got {self.width}")
         if self.gated and not self.residual:
             raise ValueError("gated=True needs residual=True")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got "
+                             f"{self.architecture!r}")
+        if self.architecture == "unet" and (self.residual or self.gated):
+            raise ValueError("residual/gated apply to the paper architecture; the U-Net prior "
+                             "is residual already")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):

@@ -71,12 +71,15 @@ def build_prior(cfg: TrainConfig, seed: int | None = None):
     """The DU-ADMM prior of ``cfg`` as (apply_fn, params)."""
     from flax import nnx
 
-    from admm_jax.priors import du_admm_prior, make_prior_fn
+    from admm_jax.priors import du_admm_prior, make_prior_fn, unet_prior
 
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
-    model = du_admm_prior(width=cfg.width, rngs=nnx.Rngs(cfg.seed if seed is None else seed),
-                          compute_dtype=dtype, residual=cfg.residual,
-                          gated=cfg.gated)
+    rngs = nnx.Rngs(cfg.seed if seed is None else seed)
+    if cfg.architecture == "unet":
+        model = unet_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype)
+    else:
+        model = du_admm_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype,
+                              residual=cfg.residual, gated=cfg.gated)
     return make_prior_fn(model)
 
 
@@ -132,10 +135,10 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     cfg_path = out / "config.json"
     if resume and cfg_path.exists():
         saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-        if (saved.width, saved.compute_dtype, saved.batch_size) != (
-                cfg.width, cfg.compute_dtype, cfg.batch_size):
-            raise ValueError(f"--resume: config in {cfg_path} differs in width/dtype/batch from "
-                             f"the one requested")
+        if (saved.architecture, saved.width, saved.compute_dtype, saved.batch_size) != (
+                cfg.architecture, cfg.width, cfg.compute_dtype, cfg.batch_size):
+            raise ValueError(f"--resume: config in {cfg_path} differs in architecture/width/"
+                             f"dtype/batch from the one requested")
     cfg_path.write_text(cfg.to_json())
 
     all_problems = get_problems("paper")
