@@ -105,10 +105,7 @@ def _methods(args, log=print):
         from admm_jax.train import load_prior
 
         prior_fn, params, cfg = load_prior(Path(args.du_admm))
-        name = ("DU-ADMM (U-Net prior)" if cfg.architecture == "unet" else
-                "DU-ADMM (gated residual)" if cfg.gated else
-                "DU-ADMM (residual)" if cfg.residual else "DU-ADMM")
-        methods.append(du_admm_method(prior_fn, params, name))
+        methods.append(du_admm_method(prior_fn, params, cfg.method_name))
     if args.onenet:
         from admm_jax.baselines.onenet_train import load_projector
 

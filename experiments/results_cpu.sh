@@ -75,3 +75,26 @@ $A pretrain-onenet --data $UTK --cache-dir /tmp/cache --out runs/utk_onenet_4k -
 $A evaluate --data $UTK --cache-dir /tmp/cache --onenet results/weights/utkface_onenet_w0.0625_4k \
     --no-wavelet --n-images 500 --preset paper --dataset faces \
     --out runs/eval_utk_onenet_4k --no-progress
+
+# The residual U-Net prior (NOT the paper's network) with the per-sample PSNR loss (NOT the
+# paper's MSE): the SR check on the bundled crops (RESULTS.md section 4), then both data sets
+$A train --architecture unet --width 0.25 --lr 5e-4 --loss psnr --batch 4 --steps 900 \
+    --val-every 150 --out runs/unet_q2 --no-progress
+$A train --data $UTK --cache-dir /tmp/cache --out runs/utk_du_unet_w25 --architecture unet \
+    --width 0.25 --loss psnr --lr 5e-4 --batch 8 --steps 3000 --val-every 500 \
+    --checkpoint-every 500 --no-progress
+.venv/bin/python experiments/export_weights.py runs/utk_du_unet_w25/params \
+    results/weights/utkface_du_admm_unet_w0.25 --dtype float32
+$A evaluate --data $UTK --cache-dir /tmp/cache --du-admm results/weights/utkface_du_admm_unet_w0.25 \
+    --no-wavelet --n-images 500 --preset paper --dataset faces \
+    --out runs/eval_utk_unet --no-progress
+.venv/bin/python experiments/psnr_vs_iterations.py --prior results/weights/utkface_du_admm_unet_w0.25 \
+    --data $UTK --cache-dir /tmp/cache --n-images 200 --out runs/utk_psnr_vs_T_unet
+$A train --data local_data/bsds.npz --out runs/bsds_du_unet_w25 --architecture unet \
+    --width 0.25 --loss psnr --lr 5e-4 --batch 8 --steps 3000 --val-every 500 \
+    --checkpoint-every 500 --no-progress
+.venv/bin/python experiments/export_weights.py runs/bsds_du_unet_w25/params \
+    results/weights/bsds_du_admm_unet_w0.25 --dtype float32
+$A evaluate --data local_data/bsds.npz --du-admm results/weights/bsds_du_admm_unet_w0.25 \
+    --no-wavelet --n-images 500 --preset paper --dataset natural \
+    --out runs/eval_bsds_unet --no-progress

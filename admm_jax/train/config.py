@@ -68,6 +68,15 @@ class TrainConfig:
     val_every: int = 500
     val_images: int = 50
 
+    @property
+    def method_name(self) -> str:
+        """Row label of this prior in the evaluation tables (names every non-paper option)."""
+        if self.architecture == "unet":
+            return "DU-ADMM (U-Net prior)"
+        if self.gated:
+            return "DU-ADMM (gated residual)"
+        return "DU-ADMM (residual)" if self.residual else "DU-ADMM"
+
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
 
