@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -130,3 +131,37 @@ def test_resume_loads_finished_blocks_and_matches(tiny_eval, tmp_path):
     # partial results of other images are refused with a clear error
     with pytest.raises(ValueError, match="cannot resume"):
         run_evaluation(_images(seed=1), _methods(), cfg, run_dir, progress=False, resume=True)
+
+
+_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+_COMMITTED = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.skipif(not (_SHARED / "utkface" / "test").is_dir(),
+                    reason="shared UTKFace copy not present (a fresh machine has none)")
+def test_committed_faces_prior_reproduces_its_per_image_psnrs(tmp_path):
+    """The committed U-Net prior weights, evaluated on the first 4 UTKFace test faces, give the
+    per-image PSNRs and iteration counts of the committed 500-image evaluation (the pinv
+    column checks that images and operators are the same ones)."""
+    from admm_jax.data import ImageFolder
+    from admm_jax.evaluate import du_admm_method, run_evaluation
+    from admm_jax.evaluate.report import read_per_image_csv
+    from admm_jax.train import load_prior
+
+    weights = _COMMITTED / "weights" / "utkface_du_admm_unet_w0.25"
+    folder = ImageFolder(_SHARED / "utkface", subdirs=["test"])
+    images = ImageFolder(folder.root, files=folder.files[:4]).load(progress=False)
+    prior_fn, params, cfg = load_prior(weights)
+    method = du_admm_method(prior_fn, params, cfg.method_name)
+    run_evaluation(images, [method], EvalConfig(preset="paper", dataset="faces", batch_size=4),
+                   tmp_path / "eval", progress=False, log=lambda *_: None)
+    got = {(r["problem"], int(r["image"])): r
+           for r in read_per_image_csv(tmp_path / "eval" / "per_image.csv")}
+    ref = {(r["problem"], int(r["image"])): r
+           for r in read_per_image_csv(_COMMITTED / "utkface_unet" / "per_image.csv")
+           if int(r["image"]) < 4}
+    assert set(got) == set(ref) and len(ref) == 16
+    for k, r in ref.items():
+        assert abs(float(got[k]["pinv_psnr"]) - float(r["pinv_psnr"])) < 1e-3, k
+        assert abs(float(got[k]["psnr"]) - float(r["psnr"])) < 0.02, (k, got[k], r)
+        assert int(got[k]["iterations"]) == int(r["iterations"]), k
