@@ -7,8 +7,9 @@ residual variant adds a correction of nearly constant energy to every input, whi
 super-resolution below its pinv start (RESULTS.md §4). A U-Net with additive skip connections,
 no normalisation and a zero-initialised output layer starts as the identity, can leave a clean
 image untouched (its correction can be exactly zero) and only has to learn *what to change*.
-That is the design of the denoisers DeepInv and SCICO users plug into plug-and-play ADMM
-(DRUNet, DnCNN), shrunk to a few hundred thousand parameters.
+That is the design of DRUNet, the denoiser DeepInv users plug into plug-and-play ADMM
+(residual blocks, additive skips, no normalisation), shrunk to a few hundred thousand parameters
+and without its noise-level input.
 
 Architecture (``c = round(64·width)``, ``L = levels``; all convolutions 3×3, 'SAME'):
 
