@@ -98,3 +98,12 @@ $A train --data local_data/bsds.npz --out runs/bsds_du_unet_w25 --architecture u
 $A evaluate --data local_data/bsds.npz --du-admm results/weights/bsds_du_admm_unet_w0.25 \
     --no-wavelet --n-images 500 --preset paper --dataset natural \
     --out runs/eval_bsds_unet --no-progress
+.venv/bin/python experiments/psnr_vs_iterations.py --prior results/weights/bsds_du_admm_unet_w0.25 \
+    --data local_data/bsds.npz --n-images 200 --out runs/bsds_psnr_vs_T_unet
+# Table 2 with all three methods (first 16 test images)
+$A evaluate --data $UTK --cache-dir /tmp/cache --du-admm results/weights/utkface_du_admm_unet_w0.25 \
+    --onenet results/weights/utkface_onenet_w0.0625_4k --n-images 16 --batch 16 --preset paper \
+    --dataset faces --out runs/eval_utk_unet_table2 --no-progress
+$A evaluate --data local_data/bsds.npz --du-admm results/weights/bsds_du_admm_unet_w0.25 \
+    --onenet results/weights/bsds_onenet_w0.0625 --n-images 16 --batch 16 --preset paper \
+    --dataset natural --out runs/eval_bsds_unet_table2 --no-progress
