@@ -31,6 +31,10 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+#: The project's shared real-image copies (UTKFace, BSDS500); absent on a fresh machine, so the
+#: tests that read them are skipped there.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
 
 @pytest.fixture
 def x64():

@@ -687,7 +687,7 @@ def test_tfds_mock_data_tf_backend():
 # Shared data (only when present beside the checkout; never required)
 # ----------------------------------------------------------------------------------------------
 
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA as _SHARED  # noqa: E402
 
 
 @pytest.mark.skipif(not (_SHARED / "bsds500" / "val").is_dir(), reason="shared BSDS500 copy not present")

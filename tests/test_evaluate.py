@@ -133,7 +133,7 @@ def test_resume_loads_finished_blocks_and_matches(tiny_eval, tmp_path):
         run_evaluation(_images(seed=1), _methods(), cfg, run_dir, progress=False, resume=True)
 
 
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED_DATA as _SHARED  # noqa: E402
 _COMMITTED = Path(__file__).resolve().parents[1] / "results"
 
 
