@@ -7,6 +7,19 @@ A=.venv/bin/admm-jax
 UTK=../shared/data/utkface
 BSDS=../shared/data/bsds500
 
+# Export a run's final parameters as float32 weights, evaluate them alone on the first 500 test
+# images (paper protocol) and sweep the test-time T (1-16) on the first 200.
+# Usage: export_and_evaluate RUN WEIGHTS DATASET EVAL_OUT SWEEP_OUT DATA_ARGS...
+export_and_evaluate() {
+  local run=$1 weights=$2 dataset=$3 eval_out=$4 sweep_out=$5
+  shift 5
+  .venv/bin/python experiments/export_weights.py "$run/params" "$weights" --dtype float32
+  $A evaluate "$@" --du-admm "$weights" --no-wavelet --n-images 500 --preset paper \
+      --dataset "$dataset" --out "$eval_out" --no-progress
+  .venv/bin/python experiments/psnr_vs_iterations.py --prior "$weights" "$@" --n-images 200 \
+      --out "$sweep_out"
+}
+
 # Faces (UTKFace): DU-ADMM with the residual prior (width 1/16), OneNet projector (width 1/16)
 $A train --data $UTK --cache-dir /tmp/cache --out runs/utk_du_res --width 0.0625 --residual \
     --lr 1e-3 --batch 4 --steps 3000 --val-every 500 --checkpoint-every 500 --no-progress
@@ -26,13 +39,8 @@ $A evaluate --data $UTK --cache-dir /tmp/cache --du-admm runs/utk_du_paper_w0625
 # Faces, the paper's prior architecture at width 1/8 (the largest CPU configuration), 6,000 steps
 $A train --data $UTK --cache-dir /tmp/cache --out runs/utk_du_paper_w125 --width 0.125 \
     --lr 1e-3 --batch 4 --steps 6000 --val-every 1000 --checkpoint-every 500 --no-progress
-.venv/bin/python experiments/export_weights.py runs/utk_du_paper_w125/params \
-    results/weights/utkface_du_admm_w0.125 --dtype float32
-$A evaluate --data $UTK --cache-dir /tmp/cache --du-admm results/weights/utkface_du_admm_w0.125 \
-    --no-wavelet --n-images 500 --preset paper --dataset faces \
-    --out runs/eval_utk_paper_arch_w125 --no-progress
-.venv/bin/python experiments/psnr_vs_iterations.py --prior results/weights/utkface_du_admm_w0.125 \
-    --data $UTK --cache-dir /tmp/cache --n-images 200 --out runs/utk_psnr_vs_T_w125
+export_and_evaluate runs/utk_du_paper_w125 results/weights/utkface_du_admm_w0.125 faces \
+    runs/eval_utk_paper_arch_w125 runs/utk_psnr_vs_T_w125 --data $UTK --cache-dir /tmp/cache
 
 # Natural images (BSDS500): 500 64x64 images derived from the 200 test photos only
 .venv/bin/python experiments/bsds_test_crops.py --out local_data/bsds_test500.npz --overwrite
@@ -83,23 +91,13 @@ $A train --architecture unet --width 0.25 --lr 5e-4 --loss psnr --batch 4 --step
 $A train --data $UTK --cache-dir /tmp/cache --out runs/utk_du_unet_w25 --architecture unet \
     --width 0.25 --loss psnr --lr 5e-4 --batch 8 --steps 3000 --val-every 500 \
     --checkpoint-every 500 --no-progress
-.venv/bin/python experiments/export_weights.py runs/utk_du_unet_w25/params \
-    results/weights/utkface_du_admm_unet_w0.25 --dtype float32
-$A evaluate --data $UTK --cache-dir /tmp/cache --du-admm results/weights/utkface_du_admm_unet_w0.25 \
-    --no-wavelet --n-images 500 --preset paper --dataset faces \
-    --out runs/eval_utk_unet --no-progress
-.venv/bin/python experiments/psnr_vs_iterations.py --prior results/weights/utkface_du_admm_unet_w0.25 \
-    --data $UTK --cache-dir /tmp/cache --n-images 200 --out runs/utk_psnr_vs_T_unet
+export_and_evaluate runs/utk_du_unet_w25 results/weights/utkface_du_admm_unet_w0.25 faces \
+    runs/eval_utk_unet runs/utk_psnr_vs_T_unet --data $UTK --cache-dir /tmp/cache
 $A train --data local_data/bsds.npz --out runs/bsds_du_unet_w25 --architecture unet \
     --width 0.25 --loss psnr --lr 5e-4 --batch 8 --steps 3000 --val-every 500 \
     --checkpoint-every 500 --no-progress
-.venv/bin/python experiments/export_weights.py runs/bsds_du_unet_w25/params \
-    results/weights/bsds_du_admm_unet_w0.25 --dtype float32
-$A evaluate --data local_data/bsds.npz --du-admm results/weights/bsds_du_admm_unet_w0.25 \
-    --no-wavelet --n-images 500 --preset paper --dataset natural \
-    --out runs/eval_bsds_unet --no-progress
-.venv/bin/python experiments/psnr_vs_iterations.py --prior results/weights/bsds_du_admm_unet_w0.25 \
-    --data local_data/bsds.npz --n-images 200 --out runs/bsds_psnr_vs_T_unet
+export_and_evaluate runs/bsds_du_unet_w25 results/weights/bsds_du_admm_unet_w0.25 natural \
+    runs/eval_bsds_unet runs/bsds_psnr_vs_T_unet --data local_data/bsds.npz
 # Table 2 with all three methods (first 16 test images)
 $A evaluate --data $UTK --cache-dir /tmp/cache --du-admm results/weights/utkface_du_admm_unet_w0.25 \
     --onenet results/weights/utkface_onenet_w0.0625_4k --n-images 16 --batch 16 --preset paper \
