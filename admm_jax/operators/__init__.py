@@ -17,6 +17,14 @@ from admm_jax.operators.dense import DenseOperator, gaussian_cs
 from admm_jax.operators.downsample import BoxDownsample
 from admm_jax.operators.mask import Mask, block_mask, pixelwise_mask, scattered_mask
 from admm_jax.operators.mixture import SelectOperator
+from admm_jax.operators.orthonormal import (
+    SampledOrthonormal,
+    fourier_mask_cartesian,
+    fourier_mask_random,
+    orthonormal_dct,
+    orthonormal_fft,
+    subsampled_dct,
+)
 
 __all__ = [
     "LinearOperator", "operator_pytree", "static_field", "vmap_over_batch",
@@ -26,4 +34,6 @@ __all__ = [
     "CircularConvolution", "circular_kernel", "gaussian_blur", "box_blur",
     "FunctionOperator", "as_custom",
     "SelectOperator",
+    "SampledOrthonormal", "orthonormal_dct", "orthonormal_fft", "fourier_mask_cartesian",
+    "fourier_mask_random", "subsampled_dct",
 ]
