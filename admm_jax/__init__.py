@@ -60,10 +60,12 @@ from admm_jax.wavelets import dwt2, idwt2, soft_threshold, wavelet_l1_prox
 
 __version__ = "0.1.0"
 
-_LAZY = {"data", "train", "evaluate", "baselines", "priors", "reproduce", "cli"}
+_LAZY = {"data", "train", "evaluate", "baselines", "priors", "reproduce", "cli", "restore"}
 _LAZY_NAMES = {
     "du_admm_prior": "priors", "onenet_projector": "priors", "make_prior_fn": "priors",
     "count_params": "priors", "unet_prior": "priors",
+    "pretrained": "pretrained_priors", "pretrained_names": "pretrained_priors",
+    "PretrainedPrior": "pretrained_priors",
 }
 
 
@@ -88,4 +90,5 @@ __all__ = [
     "measure_mixed",
     "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",
     "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params", "unet_prior",
+    "pretrained", "pretrained_names", "PretrainedPrior",
 ]

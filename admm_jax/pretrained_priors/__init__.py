@@ -1,0 +1,229 @@
+"""Pretrained DU-ADMM priors shipped inside the package, loaded by name.
+
+>>> import admm_jax as aj
+>>> prior = aj.pretrained("natural")            # or "faces"; aj.pretrained_names() lists them
+>>> z = aj.unrolled_admm(prior, op, y, prior.rho_for("pid"), prior.num_iters)
+
+A :class:`PretrainedPrior` *is* a prox: ``prior(v, rho)`` maps images ``v`` of shape
+``(B, H, W, C)`` (or one ``(H, W, C)``), float32 in [0, 1], to the prior's output of the same
+shape, so it plugs into :func:`admm_jax.unrolled_admm` and :func:`admm_jax.converging_admm`
+like any prox (the learned prior ignores ``rho``; ρ only enters the data step).
+
+Any image size and greyscale. The shipped priors are fully convolutional residual U-Nets whose
+two stride-2 levels need sides divisible by 4: an image of another size is padded on its
+bottom/right edge by mirror reflection up to the next multiple of 4 *inside the prox*, run
+through the network and cropped back, so the ADMM iterates keep the image's own size. A
+greyscale image (C = 1) is replicated to three channels for the network and the three outputs
+are averaged back to one. Sides must be at least 8 pixels.
+
+The network works in the [−1, 1] domain; the mapping ``2x − 1`` in and ``o/2 + 0.5`` out happens
+inside :func:`admm_jax.priors.make_prior_fn`, as everywhere in the library.
+
+Files. Each prior is two package-data files in ``admm_jax/pretrained_priors/weights/``:
+``<name>.npz`` (float32 parameters, one array per parameter, keyed by its path in the NNX
+state) and ``<name>.json`` (architecture, training data and licence, training command and
+schedule, per-problem ρ, the T it was trained with, and reference results on bundled photos).
+They are written by ``experiments/export_pretrained.py`` from a committed training run; loading
+needs no network and works from a non-editable install.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["PretrainedPrior", "pretrained", "pretrained_names", "load_pretrained_files",
+           "params_to_arrays", "MIN_SIDE"]
+
+Array = jax.Array
+MIN_SIDE = 8  # smallest image side the shipped U-Nets accept (two stride-2 levels + padding)
+
+
+def _weights_dir():
+    return resources.files("admm_jax.pretrained_priors") / "weights"
+
+
+def pretrained_names() -> tuple[str, ...]:
+    """Names of the priors shipped with this installation, e.g. ``("faces", "natural")``."""
+    return tuple(sorted(p.name[:-5] for p in _weights_dir().iterdir()
+                        if p.name.endswith(".json")))
+
+
+@dataclass(frozen=True, eq=False)
+class PretrainedPrior:
+    """A trained DU-ADMM prior, usable directly as the ADMM prox ``prior(v, rho)``.
+
+    Attributes:
+      name: the name it was loaded by ("natural", "faces", ...).
+      apply_fn: ``apply_fn(params, x01)``, the raw network on ``(B, H, W, 3)`` images in [0, 1]
+        whose sides are divisible by ``size_multiple`` (use the prior itself for any size).
+      params: the parameter pytree (float32).
+      rho: ρ per problem name, as trained ("pid", "bi", "si", "sr") or calibrated on training
+        images after training (e.g. "deblur"; see ``metadata["rho_calibration"]``).
+      default_rho: ρ for an operator with no entry in ``rho``.
+      num_iters: T, the number of unrolled ADMM iterations it was trained with.
+      metadata: everything else in ``<name>.json`` (architecture, parameter count, training data
+        and licence, training command, date, reference results).
+    """
+
+    name: str
+    apply_fn: Callable[[Any, Array], Array]
+    params: Any
+    rho: Mapping[str, float]
+    default_rho: float
+    num_iters: int
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    size_multiple: int = 4
+
+    # ------------------------------------------------------------------ the prox
+    def __call__(self, v: Array, rho: Array | float | None = None) -> Array:
+        """The prox: ``v`` (B, H, W, C) or (H, W, C), C ∈ {1, 3}, [0, 1] → same shape, float32.
+
+        ``rho`` is accepted for the prox signature and ignored (a learned prior has no ρ)."""
+        del rho
+        v = jnp.asarray(v)
+        if v.ndim == 3:
+            return self(v[None])[0]
+        if v.ndim != 4 or v.shape[-1] not in (1, 3):
+            raise ValueError(f"prior {self.name!r}: v must be (B, H, W, C) or (H, W, C) with "
+                             f"C = 1 (greyscale) or 3 (RGB), got shape {tuple(v.shape)}")
+        if not jnp.issubdtype(v.dtype, jnp.floating):
+            raise TypeError(f"prior {self.name!r}: v must be a float image in [0, 1], got "
+                            f"dtype {v.dtype}")
+        h, w = v.shape[1:3]
+        if min(h, w) < MIN_SIDE:
+            raise ValueError(f"prior {self.name!r}: image sides must be >= {MIN_SIDE} pixels, "
+                             f"got {h}x{w}")
+        m = self.size_multiple
+        ph, pw = -h % m, -w % m
+        x = v.astype(jnp.float32)
+        if ph or pw:  # mirror the bottom/right edge up to the next multiple (cropped below)
+            x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
+        grey = x.shape[-1] == 1
+        if grey:
+            x = jnp.repeat(x, 3, axis=-1)
+        out = self.apply_fn(self.params, x)
+        if grey:
+            out = jnp.mean(out, axis=-1, keepdims=True)
+        return out[:, :h, :w, :]
+
+    # ------------------------------------------------------------------ settings
+    def rho_for(self, problem: str | None = None) -> float:
+        """ρ for a named problem ("pid", "bi", "si", "sr", "deblur", ...); ``default_rho`` for
+        ``None`` or a problem the prior has no ρ for."""
+        if problem is None:
+            return self.default_rho
+        return float(self.rho.get(problem, self.default_rho))
+
+    def solve(self, op: Any, y: Any, *, rho: Array | float | None = None,
+              problem: str | None = None, num_iters: int | None = None) -> Array:
+        """``num_iters`` (default T) unrolled ADMM iterations with this prior: ``z`` of the
+        operator's input shape (batched like ``y``). ``rho`` defaults to :meth:`rho_for`."""
+        from admm_jax.admm import unrolled_admm
+
+        rho = self.rho_for(problem) if rho is None else rho
+        return unrolled_admm(self, op, y, rho, self.num_iters if num_iters is None
+                             else num_iters)
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(np.size(a) for a in jax.tree_util.tree_leaves(self.params)))
+
+    def __repr__(self) -> str:
+        md = self.metadata
+        return (f"PretrainedPrior(name={self.name!r}, architecture={md.get('architecture')!r}, "
+                f"params={self.num_params:,}, T={self.num_iters}, rho={dict(self.rho)}, "
+                f"trained_on={md.get('training_data', {}).get('name')!r})")
+
+
+# ---------------------------------------------------------------------- (de)serialisation
+def params_to_arrays(params: Any) -> dict[str, np.ndarray]:
+    """Flatten a parameter pytree to ``{path: float32 array}`` (the ``.npz`` layout)."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {jax.tree_util.keystr(path): np.asarray(leaf, np.float32) for path, leaf in leaves}
+
+
+def _fill_template(template: Any, arrays: Mapping[str, np.ndarray], where: str) -> Any:
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    want = {jax.tree_util.keystr(p): leaf for p, leaf in paths}
+    missing, extra = sorted(set(want) - set(arrays)), sorted(set(arrays) - set(want))
+    if missing or extra:
+        raise ValueError(f"{where}: parameters do not match the architecture "
+                         f"(missing {missing[:3]}, unexpected {extra[:3]})")
+    leaves = []
+    for key, leaf in want.items():
+        a = np.asarray(arrays[key])
+        if a.shape != tuple(np.shape(leaf)):
+            raise ValueError(f"{where}: parameter {key} has shape {a.shape}, the architecture "
+                             f"needs {tuple(np.shape(leaf))}")
+        leaves.append(jnp.asarray(a, jnp.float32))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
+    """The untrained network of ``meta`` as (apply_fn, template params, size multiple)."""
+    from flax import nnx
+
+    from admm_jax.priors import du_admm_prior, make_prior_fn, unet_prior
+
+    arch = meta.get("architecture")
+    if arch == "unet":
+        levels = int(meta.get("levels", 3))
+        model = unet_prior(width=float(meta["width"]), levels=levels,
+                           blocks=int(meta.get("blocks", 1)), rngs=nnx.Rngs(0))
+        multiple = 2 ** (levels - 1)
+    elif arch == "paper":
+        model = du_admm_prior(width=float(meta["width"]), rngs=nnx.Rngs(0),
+                              residual=bool(meta.get("residual", False)),
+                              gated=bool(meta.get("gated", False)))
+        multiple = 64  # dense bottleneck: 64x64 images only (checked by the network)
+    else:
+        raise ValueError(f"unknown architecture {arch!r} in pretrained metadata")
+    apply_fn, template = make_prior_fn(model)
+    return apply_fn, template, multiple
+
+
+def load_pretrained_files(npz_path: Any, json_path: Any, name: str | None = None
+                          ) -> PretrainedPrior:
+    """A :class:`PretrainedPrior` from a ``.npz`` + ``.json`` pair (paths or resources)."""
+    where = f"pretrained prior {name or npz_path}"
+    try:
+        meta = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{where}: unreadable metadata {json_path} ({exc})") from exc
+    apply_fn, template, multiple = _build_network(meta)
+    try:
+        with npz_path.open("rb") as f, np.load(f) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{where}: unreadable weights {npz_path} ({exc})") from exc
+    params = _fill_template(template, arrays, where)
+    return PretrainedPrior(
+        name=name or str(meta.get("name")), apply_fn=apply_fn, params=params,
+        rho={k: float(v) for k, v in meta["rho"].items()},
+        default_rho=float(meta["default_rho"]), num_iters=int(meta["num_iters"]),
+        metadata=meta, size_multiple=multiple)
+
+
+@functools.lru_cache(maxsize=None)
+def pretrained(name: str = "natural") -> PretrainedPrior:
+    """Load a prior shipped with the package by name (offline; cached per process).
+
+    ``"natural"``: residual U-Net trained end to end as DU-ADMM on BSDS500 natural photos;
+    ``"faces"``: the same architecture trained on UTKFace faces. :func:`pretrained_names` lists
+    what this installation has. Raises ``ValueError`` naming the available priors for an
+    unknown name.
+    """
+    names = pretrained_names()
+    if not isinstance(name, str) or name not in names:
+        raise ValueError(f"unknown pretrained prior {name!r}; available: "
+                         f"{', '.join(names) or '(none installed)'}")
+    d = _weights_dir()
+    return load_pretrained_files(d / f"{name}.npz", d / f"{name}.json", name)
