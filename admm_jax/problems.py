@@ -29,6 +29,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from admm_jax import _checks
 from admm_jax.operators import (
     BoxDownsample,
     LinearOperator,
@@ -177,6 +178,14 @@ def sr_adjoint_scale_for(preset: str) -> float:
 
 
 # --------------------------------------------------------------------------- measurements
+def _check_images(images: Array) -> None:
+    """Ground truth for a measurement: a float batch (B, H, W, C) in [0, 1] (uint8 refused)."""
+    _checks.check_unit_images("images", images)
+    if jnp.ndim(images) != 4:
+        raise ValueError(f"images must be a batch (B, H, W, C), got shape {jnp.shape(images)}; "
+                         f"add a leading axis for one image (x[None]).")
+
+
 def _measure_one(problem: Problem, key: Array, x: Array, sr_adjoint_scale: float
                  ) -> tuple[LinearOperator, Array]:
     """One image (H, W, C): its operator from ``key`` and ``y = A x + σ ξ``."""
@@ -196,6 +205,7 @@ def measure(problem: Problem, key: Array, images: Array, *,
     ``jax.random.split(key, B)[i]`` (pass different keys per batch; see :func:`measure_indexed`
     for draws that do not depend on the batch composition).
     """
+    _check_images(images)
     batch = images.shape[0]
     keys = jax.random.split(key, batch)
 
@@ -207,6 +217,7 @@ def measure_indexed(problem: Problem, base_key: Array, indices: Array, images: A
     """Like :func:`measure` but the operator and noise of image ``i`` depend only on
     ``fold_in(fold_in(base_key, problem_id), indices[i])``: evaluations are reproducible per
     image whatever the batching."""
+    _check_images(images)
     pkey = jax.random.fold_in(base_key, zlib.crc32(problem.name.encode()) & 0x7FFFFFFF)
 
     return jax.vmap(lambda i, x: _measure_one(problem, jax.random.fold_in(pkey, i), x,
@@ -221,18 +232,21 @@ def measure_mixed(problems: tuple[Problem, ...], key: Array, images: Array, *,
     Args:
       problems: the K problems to draw from.
       images: (B, H, W, C) ground truth in [0, 1].
-      probs: (K,) sampling probabilities (default uniform).
+      probs: (K,) sampling probabilities, >= 0 (normalised to sum 1; default uniform).
       per_sample: True = the paper (each sample its own problem and operator); False = the
         released code (one problem and one operator instance for the whole mini-batch, B8).
     Returns:
       (op, y, rho, index): a batch of SelectOperators, y a K-tuple of measurement batches
       (zeros in the slots a sample does not use), rho (B,), problem index (B,) int32.
     """
+    _check_images(images)
+    if len(problems) == 0:
+        raise ValueError("problems is empty; give at least one Problem to draw from.")
     batch = images.shape[0]
     shape = tuple(images.shape[1:])
     k_choice, k_ops = jax.random.split(key)
     logits = jnp.log(jnp.ones(len(problems)) / len(problems) if probs is None
-                     else jnp.asarray(probs, jnp.float32))
+                     else _checks.check_probabilities("probs", probs, len(problems)))
     if per_sample:
         index = jax.random.categorical(k_choice, logits, shape=(batch,)).astype(jnp.int32)
         sample_keys = jax.random.split(k_ops, batch)
