@@ -328,6 +328,9 @@ def _plan(inputs: Sequence[str | Path], out_dir: Path, deg: Degradation, simulat
     """Every check that can fail, before anything is written."""
     if not inputs:
         raise ValueError("no input images given")
+    if deg.mask is None and deg.problem in _MASKED and not (simulate_ and deg.problem != "inpaint"):
+        raise ValueError(f"problem {deg.problem!r} {'on a real image ' if not simulate_ else ''}"
+                         f"needs a mask (which pixels were observed); pass --mask FILE")
     paths = [Path(p) for p in inputs]
     for p in paths:
         if not p.is_file():

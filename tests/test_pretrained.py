@@ -1,0 +1,242 @@
+"""Pretrained priors shipped in the package, ``admm_jax.restore`` and ``admm-jax solve``."""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import admm_jax as aj
+from admm_jax.cli import main as cli_main
+from admm_jax.data import bundled_dataset
+from admm_jax.data.bundled import bundled_photo
+from admm_jax.pretrained_priors import load_pretrained_files, pretrained_names
+from admm_jax.restore import Degradation, lift_to_rgb, restore, simulate
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("faces", "natural")
+# PSNRs are recomputed through 8 float32 unrolled iterations of a 167k-parameter network; other
+# CPUs (vector width, thread count) round differently, which moves a PSNR by ~1e-4 dB. 0.02 dB
+# is far above that and far below any change of the weights or the solver that matters.
+PSNR_ATOL = 0.02
+
+
+def reproduce_reference(prior) -> dict[str, list[float]]:
+    """The per-image PSNRs that experiments/export_pretrained.py committed in <name>.json."""
+    x = bundled_dataset("test", n=4).astype(np.float32) / 255.0
+    out = {}
+    for name in prior.metadata["reference"]["psnr"]:
+        vals = []
+        for i, img in enumerate(x):
+            op, y, xi = simulate(Degradation(name), jax.random.PRNGKey(i), img)
+            z, _ = restore(prior, op, y, problem=name)
+            vals.append(float(aj.psnr(z, xi)))
+        out[name] = vals
+    return out
+
+
+def test_shipped_priors_are_listed_and_described():
+    assert set(NAMES) <= set(pretrained_names())
+    for name in NAMES:
+        p = aj.pretrained(name)
+        md = p.metadata
+        assert p.num_params == md["num_params"] == 167_235  # width 1/4 U-Net
+        assert p.num_iters == 8 and set(p.rho) >= {"pid", "bi", "si", "sr", "deblur"}
+        assert md["training_data"]["licence"] and md["training_data"]["name"]
+        assert md["exported"]["date"] and md["training"]["steps"] == 3000
+        log = ROOT / md["training"]["log"]
+        if log.parent.exists():  # the repository (not an installed wheel): the log is committed
+            assert log.exists()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_prior_reproduces_committed_per_image_psnr(name):
+    prior = aj.pretrained(name)
+    ref = prior.metadata["reference"]
+    got = reproduce_reference(prior)
+    for problem, want in ref["psnr"].items():
+        np.testing.assert_allclose(got[problem], want, atol=PSNR_ATOL, err_msg=problem)
+        # and the prior really restores: above the start on every image of every problem
+        assert np.all(np.asarray(want) > np.asarray(ref["psnr_start"][problem])), problem
+
+
+def test_pretrained_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown pretrained prior 'nope'; available: .*natural"):
+        aj.pretrained("nope")
+    src = importlib.resources.files("admm_jax.pretrained_priors") / "weights"
+    meta = json.loads((src / "natural.json").read_text())
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="unreadable weights"):
+        load_pretrained_files(tmp_path / "bad.npz", tmp_path / "m.json", "x")
+    np.savez(tmp_path / "short.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="do not match the architecture"):
+        load_pretrained_files(tmp_path / "short.npz", tmp_path / "m.json", "x")
+    prior = aj.pretrained("natural")
+    with pytest.raises(ValueError, match="C = 1 .greyscale. or 3"):
+        prior(jnp.zeros((1, 16, 16, 2)))
+    with pytest.raises(ValueError, match=">= 8 pixels"):
+        prior(jnp.zeros((1, 4, 16, 3)))
+    with pytest.raises(TypeError, match="float image"):
+        prior(jnp.zeros((1, 16, 16, 3), jnp.uint8))
+
+
+def test_prox_any_size_pads_by_reflection_and_crops_back():
+    """Odd sizes: the prox equals the network on the NumPy-reflect-padded image, cropped; sizes
+    divisible by 4 go through the network unchanged; greyscale = mean of the RGB outputs."""
+    prior = aj.pretrained("natural")
+    rng = np.random.default_rng(0)
+    v = rng.random((2, 30, 45, 3)).astype(np.float32)
+    padded = np.pad(v, ((0, 0), (0, 2), (0, 3), (0, 0)), mode="reflect")
+    want = np.asarray(prior.apply_fn(prior.params, jnp.asarray(padded)))[:, :30, :45]
+    np.testing.assert_allclose(np.asarray(prior(v)), want, rtol=0, atol=1e-6)
+    v4 = v[:, :28, :44]
+    np.testing.assert_array_equal(np.asarray(prior(v4)),
+                                  np.asarray(prior.apply_fn(prior.params, jnp.asarray(v4))))
+    g = v[..., :1]
+    rgb = np.asarray(prior(np.repeat(g, 3, axis=-1)))
+    np.testing.assert_allclose(np.asarray(prior(g)), rgb.mean(-1, keepdims=True), atol=1e-6)
+    assert prior(v[0]).shape == (30, 45, 3)  # one image without batch axis
+
+
+@pytest.mark.parametrize("problem", ["pid", "sr", "deblur"])
+def test_lift_to_rgb_applies_the_grey_operator_per_channel(problem):
+    x = np.random.default_rng(1).random((16, 20, 1)).astype(np.float32)
+    op, _, x = simulate(Degradation(problem, noise_std=0.0), jax.random.PRNGKey(0), x)
+    lifted = lift_to_rgb(op)
+    x3 = np.concatenate([x, 0.5 * x, x ** 2], axis=-1)  # three different channels
+    got = np.asarray(lifted.apply(jnp.asarray(x3)))
+    for c in range(3):
+        np.testing.assert_allclose(got[..., c:c + 1], np.asarray(op.apply(x3[..., c:c + 1])),
+                                   atol=1e-6)
+
+
+def _photo(tmp_path: Path, size: int, grey: bool = False) -> Path:
+    im = Image.fromarray(bundled_photo("chelsea")).resize((size, size), Image.BICUBIC)
+    path = tmp_path / f"cat{size}{'_grey' if grey else ''}.png"
+    (im.convert("L") if grey else im).save(path)
+    return path
+
+
+@pytest.mark.parametrize("size,problem", [(64, "pid"), (256, "sr"), (256, "bi")])
+def test_solve_simulate_end_to_end(tmp_path, capsys, size, problem):
+    photo = _photo(tmp_path, size)
+    out = tmp_path / "out"
+    assert cli_main(["solve", str(photo), "--problem", problem, "--simulate", "--out", str(out),
+                     "--no-progress"]) == 0
+    stem = photo.stem
+    for suffix in ("restored", "start", "clean", "measured"):
+        assert (out / f"{stem}_{suffix}.png").exists()
+    rec = next(csv.DictReader(open(out / "metrics.csv")))
+    assert float(rec["psnr"]) > float(rec["psnr_start"]) + 0.5, rec
+    assert float(rec["ssim"]) > float(rec["ssim_start"]), rec
+    restored = np.asarray(Image.open(out / f"{stem}_restored.png"))
+    assert restored.shape == (size, size, 3)
+    assert "outputs written to" in capsys.readouterr().out
+
+
+def test_solve_greyscale_file_and_real_mask(tmp_path):
+    photo = _photo(tmp_path, 96, grey=True)
+    mask = np.ones((96, 96), np.uint8) * 255
+    mask[30:50, 40:60] = 0
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / "out"
+    assert cli_main(["solve", str(photo), "--problem", "inpaint", "--mask",
+                     str(tmp_path / "mask.png"), "--out", str(out), "--no-progress"]) == 0
+    restored = Image.open(out / f"{photo.stem}_restored.png")
+    assert restored.mode == "L" and restored.size == (96, 96)
+    r = np.asarray(restored, np.float64)
+    clean = np.asarray(Image.open(photo), np.float64)
+    keep = mask > 0
+    # observed pixels stay close to the measurement, the hole is filled with image content
+    assert np.abs(r[keep] - clean[keep]).mean() < 4.0
+    assert abs(r[~keep].mean() - clean[~keep].mean()) < 30.0 and r[~keep].std() > 1.0
+
+
+def _fails_cleanly(tmp_path, capsys, argv, fragment):
+    """In-process CLI call: exit code 2, exactly one error line naming the problem, no
+    traceback, and the folder unchanged."""
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        try:
+            code = cli_main(argv)
+        except SystemExit as exc:  # argparse's own errors (bad choice)
+            code = exc.code
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [l for l in err.strip().splitlines() if "error:" in l]
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_solve_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path, capsys):
+    photo = _photo(tmp_path, 64)
+    Image.new("L", (32, 32), 255).save(tmp_path / "small_mask.png")
+    _fails_cleanly(tmp_path, capsys, ["solve", "missing.png", "--problem", "sr", "--out", "o"],
+                   "missing.png does not exist")
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "inpaint", "--mask",
+                                     "small_mask.png", "--out", "o"], "does not match")
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "foo", "--out", "o"],
+                   "invalid choice: 'foo'")
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", "--prior", "nope",
+                                     "--out", "o"], "unknown pretrained prior 'nope'")
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "inpaint", "--out", "o"],
+                   "needs a mask")
+    # an existing output is never replaced without --overwrite
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / f"{photo.stem}_restored.png").write_bytes(b"precious")
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", "--out", "o"],
+                   "already exists")
+    assert (out / f"{photo.stem}_restored.png").read_bytes() == b"precious"
+
+
+@pytest.mark.slow
+def test_non_editable_install_loads_the_shipped_priors(tmp_path):
+    """Build the wheel, install it (no dependencies: they are this venv's) into a folder that
+    shadows the editable checkout, and load and run every shipped prior from there."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(wheel_dir), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = wheel_dir.glob("admm_jax-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in NAMES:
+        assert f"admm_jax/pretrained_priors/weights/{name}.npz" in names
+        assert f"admm_jax/pretrained_priors/weights/{name}.json" in names
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(target), str(wheel)], check=True, capture_output=True)
+    script = (
+        "import admm_jax as aj, json, sys\n"
+        "from test_pretrained import reproduce_reference\n"
+        f"assert aj.__file__.startswith({str(target)!r}), aj.__file__\n"
+        "out = {}\n"
+        "for n in aj.pretrained_names():\n"
+        "    p = aj.pretrained(n)\n"
+        "    out[n] = {'got': reproduce_reference(p), 'want': p.metadata['reference']['psnr']}\n"
+        "print(json.dumps(out))\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(target), str(Path(__file__).parent)]))
+    res = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(out) >= set(NAMES)
+    for name, r in out.items():
+        for problem, want in r["want"].items():
+            np.testing.assert_allclose(r["got"][problem], want, atol=PSNR_ATOL)
