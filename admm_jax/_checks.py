@@ -58,11 +58,11 @@ def check_positive(name: str, x: Any, meaning: str = "") -> None:
     """
     if _is_concrete(x):
         arr = np.asarray(x)
-        what = f"{name} ({meaning})" if meaning else name
+        what = f" ({meaning})" if meaning else ""
         if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{what} must be finite and > 0, got {arr}.")
+            raise ValueError(f"{name} must be finite and > 0{what}, got {arr}.")
         if np.any(arr <= 0):
-            raise ValueError(f"{what} must be > 0, got {arr.min() if arr.ndim else arr}.")
+            raise ValueError(f"{name} must be > 0{what}, got {arr.min() if arr.ndim else arr}.")
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None,
@@ -80,7 +80,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
     if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
         lo = "" if minimum is None else f">= {minimum}"
         hi = "" if maximum is None else f"<= {maximum}"
-        raise ValueError(f"{name} must be an integer {' and '.join(p for p in (lo, hi) if p)}, "
+        raise ValueError(f"{name} must be {' and '.join(p for p in (lo, hi) if p)}, "
                          f"got {out}.")
     return out
 
@@ -88,7 +88,10 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
 def check_in_range(name: str, value: Any, low: float, high: float, *,
                    low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a float; ``ValueError`` unless it is finite and in the interval (open or
-    closed at each end, as given). The message shows the interval in the usual notation."""
+    closed at each end, as given). The message shows the interval in the usual notation.
+    A traced value is returned unchecked."""
+    if not _is_concrete(value):
+        return value
     interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     try:
         v = float(value)
@@ -140,7 +143,7 @@ IMAGE_RANGE_SLACK = 0.1
 
 def _range_error(name: str, lo: float, hi: float) -> ValueError:
     return ValueError(
-        f"{name} must hold images in [0, 1] (float), got values in [{lo:.4g}, {hi:.4g}]; divide "
+        f"{name}: expected float images in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; divide "
         f"0-255 images by 255, map [-1, 1] images with x / 2 + 0.5, or clip slight overshoots "
         f"with clip(x, 0, 1) (allowed: [{-IMAGE_RANGE_SLACK}, {1 + IMAGE_RANGE_SLACK}]).")
 
@@ -196,8 +199,8 @@ def check_linear(name: str, apply: Callable[[Any], Any], in_shape: tuple[int, ..
     GPU passes (TF32) are not mistaken for nonlinearity.
     """
     a, b = _LINEARITY_AB
-    kx, ky = jax.random.split(jax.random.PRNGKey(0))
     with jax.ensure_compile_time_eval(), jax.default_matmul_precision("highest"):
+        kx, ky = jax.random.split(jax.random.PRNGKey(0))
         x = jax.random.normal(kx, tuple(in_shape), jnp.float32)
         y = jax.random.normal(ky, tuple(in_shape), jnp.float32)
         try:

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from admm_jax import _checks
 from admm_jax.metrics import psnr
 from admm_jax.operators.base import LinearOperator, vmap_over_batch
+from admm_jax.operators.custom import check_linearity
 
 Array = jax.Array
 Prox = Callable[[Array, Array], Array]
@@ -77,9 +78,15 @@ def _as_batch_rho(rho: Array | float, batch: int, dtype: Any) -> Array:
 
 
 def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
-    """Raise clear errors for inconsistent inputs (shapes always; values when concrete)."""
+    """Raise clear errors for inconsistent inputs (shapes always; values when concrete).
+
+    An operator without a hand-written adjoint (or built from one) must be linear: checked
+    once per operator structure on random inputs (:func:`~admm_jax.operators.custom.
+    check_linearity`; skipped when the operator's arrays are traced).
+    """
     if not isinstance(op, LinearOperator):
         raise TypeError(f"op must be a LinearOperator, got {type(op).__name__}")
+    check_linearity(op)
     leaves = jax.tree_util.tree_leaves(y)
     if not leaves:
         raise ValueError("y is empty")
@@ -105,7 +112,7 @@ def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
     if op.is_batched and op.batch_shape[0] != batch:
         raise ValueError(f"batch of {op.batch_shape[0]} operators does not match the batch of "
                          f"{batch} measurements")
-    _checks.check_positive("rho", rho)
+    _checks.check_positive("rho", rho, "the ADMM penalty")
 
 
 def initial_state(op: LinearOperator, y: Any) -> ADMMState:
@@ -178,8 +185,7 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
     Returns:
       ``z_T`` (B, H, W, C), or ``(z_T, ADMMState(x=(T,...), z=(T,...), u=(T,...)))``.
     """
-    if num_iters < 1:
-        raise ValueError(f"num_iters must be >= 1, got {num_iters}")
+    num_iters = _checks.check_int("num_iters", num_iters, minimum=1)
     if validate:
         validate_problem(op, y, rho)
     state = initial_state(op, y)
@@ -221,11 +227,10 @@ def converging_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, 
       x_true: optional ground truth (B, H, W, C) for the PSNR history.
     Returns: :class:`ADMMResult`.
     """
-    if max_iters < 1:
-        raise ValueError(f"max_iters must be >= 1, got {max_iters}")
+    max_iters = _checks.check_int("max_iters", max_iters, minimum=1)
     if validate:
         validate_problem(op, y, rho)
-        _checks.check_positive("tol", tol)
+        _checks.check_positive("tol", tol, "the stopping tolerance on RMS(x - z)")
     state = initial_state(op, y)
     if z0 is not None:
         op.check_image(z0, "z0")

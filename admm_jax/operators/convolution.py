@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
+from admm_jax import _checks
 from admm_jax.operators.base import Array, LinearOperator, operator_pytree, static_field
 
 
@@ -88,6 +89,7 @@ def gaussian_blur(shape: tuple[int, int, int] = (64, 64, 3), sigma: float = 1.0,
 
 def box_blur(shape: tuple[int, int, int] = (64, 64, 3), size: int = 5,
              dtype=jnp.float32) -> CircularConvolution:
-    """Uniform ``size``×``size`` blur."""
+    """Uniform ``size``×``size`` blur (``size`` >= 1, at most the image size)."""
+    _checks.check_int("size", size, minimum=1, maximum=min(shape[0], shape[1]))
     psf = jnp.full((size, size), 1.0 / (size * size), dtype)
     return CircularConvolution(kernel=circular_kernel(psf, shape[:2]), in_shape=tuple(shape))

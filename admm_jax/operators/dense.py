@@ -7,6 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from admm_jax import _checks
 from admm_jax.operators.base import Array, LinearOperator, operator_pytree, static_field
 
 
@@ -73,7 +74,11 @@ class DenseOperator(LinearOperator):
 
 def gaussian_cs(key: Array, shape: tuple[int, int, int] = (64, 64, 3), ratio: float = 0.1,
                 dtype=jnp.float32) -> DenseOperator:
-    """Gaussian compressive sensing: ``m = round(ratio·D)`` rows, entries N(0, 1)/√m."""
+    """Gaussian compressive sensing: ``m = max(1, round(ratio·D))`` rows, entries N(0, 1)/√m.
+
+    ``ratio`` in (0, 1]: the fraction of the ``D = H·W·C`` entries that is measured.
+    """
+    _checks.check_in_range("ratio", ratio, 0.0, 1.0, low_open=True)
     d = math.prod(shape)
     m = max(1, int(round(ratio * d)))
     matrix = jax.random.normal(key, (m, d), dtype) / jnp.sqrt(jnp.asarray(m, dtype))

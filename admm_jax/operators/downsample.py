@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from admm_jax import _checks
 from admm_jax.operators.base import Array, LinearOperator, operator_pytree, static_field
 
 
@@ -27,6 +28,9 @@ class BoxDownsample(LinearOperator):
     adjoint_scale: float = static_field(default=1.0)
 
     def __post_init__(self):
+        if len(self.in_shape) != 3:
+            raise ValueError(f"BoxDownsample: in_shape must be (H, W, C), got {self.in_shape}")
+        _checks.check_int("factor", self.factor, minimum=1)
         h, w = self.in_shape[0], self.in_shape[1]
         if h % self.factor or w % self.factor:
             raise ValueError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from admm_jax import _checks
 from admm_jax.operators.base import Array, LinearOperator, operator_pytree, static_field
 
 
@@ -57,7 +58,9 @@ def pixelwise_mask(key: Array, shape: tuple[int, int, int] = (64, 64, 3),
 
     As in the released code (spec §3, B18), the colour channels of a pixel are dropped
     independently. Pair it with Gaussian noise σ = 0.1 for the paper's inpainting-denoising.
+    ``drop_prob`` in [0, 1) (1 would measure nothing).
     """
+    _checks.check_in_range("drop_prob", drop_prob, 0.0, 1.0, high_open=True)
     keep = jax.random.uniform(key, shape) >= drop_prob
     return Mask(mask=keep.astype(dtype), in_shape=tuple(shape))
 
@@ -68,9 +71,12 @@ def scattered_mask(key: Array, shape: tuple[int, int, int] = (64, 64, 3), box_si
 
     Positions follow the released code: for each box, row then column are drawn as
     ``int(U * (H - box_size - 4) + 1.5)``, i.e. uniform in {1, ..., H - box_size - 3} for
-    64×64 and 6×6 boxes (top-left in 1..55). Boxes may overlap.
+    64×64 and 6×6 boxes (top-left in 1..55). Boxes may overlap. ``box_size`` in
+    [1, min(H, W) − 4] (the released code's placement needs the margin), ``num_boxes`` >= 0.
     """
     h, w, _ = shape
+    _checks.check_int("box_size", box_size, minimum=1, maximum=min(h, w) - 4)
+    _checks.check_int("num_boxes", num_boxes, minimum=0)
     u = jax.random.uniform(key, (num_boxes, 2))
     rows = jnp.floor(u[:, 0] * (h - box_size - 4) + 1.5).astype(jnp.int32)
     cols = jnp.floor(u[:, 1] * (w - box_size - 4) + 1.5).astype(jnp.int32)
@@ -88,9 +94,10 @@ def block_mask(shape: tuple[int, int, int] = (64, 64, 3), box_size: int = 19,
     """Zero the centre ``box_size``² box (all channels).
 
     Start index ``round(H/2 - box_size/2)`` with round-half-even, as in the released code: for
-    64×64 and 19 it covers rows/cols 22..40 inclusive.
+    64×64 and 19 it covers rows/cols 22..40 inclusive. ``box_size`` in [0, min(H, W)].
     """
     h, w, _ = shape
+    _checks.check_int("box_size", box_size, minimum=0, maximum=min(h, w))
     r0 = int(round(h / 2 - box_size / 2))
     c0 = int(round(w / 2 - box_size / 2))
     keep = jnp.ones(shape, dtype)
