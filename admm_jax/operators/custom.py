@@ -25,6 +25,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from admm_jax import _checks
@@ -63,6 +64,18 @@ class FunctionOperator(LinearOperator):
             return ()
         leaves = jax.tree_util.tree_leaves(self.params)
         return (leaves[0].shape[0],) if leaves else ()
+
+    @property
+    def out_shape(self) -> Any:
+        """Shape of one sample's measurement (a batch's leading axis is not part of it)."""
+        if not self.batched:
+            return super().out_shape
+        one = jax.tree_util.tree_map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype),
+                                     self.params)
+        out = jax.eval_shape(self.fn, one, jax.ShapeDtypeStruct(self.in_shape, jnp.float32))
+        if isinstance(out, (tuple, list)):
+            return tuple(tuple(o.shape) for o in out)
+        return tuple(out.shape)
 
     def apply(self, x: Array) -> Any:
         return self.fn(self.params, x)
