@@ -116,7 +116,7 @@ def check_choices(name: str, values: Sequence[str], allowed: Iterable[str],
         raise ValueError(f"{name} is empty; choose at least one of {allowed}.")
 
 
-def check_probabilities(name: str, probs: Any, k: int) -> Any:
+def check_probabilities(name: str, probs: Any, k: int, what: str = "choice") -> Any:
     """Sampling weights of ``k`` choices, returned as float32 normalised to sum 1.
 
     ``ValueError`` unless ``probs`` has shape ``(k,)`` and, when concrete, every entry is
@@ -125,7 +125,7 @@ def check_probabilities(name: str, probs: Any, k: int) -> Any:
     shape = tuple(np.shape(probs))
     if shape != (k,):
         shown = np.asarray(probs).tolist() if _is_concrete(probs) else f"shape {shape}"
-        raise ValueError(f"{name} must have one entry per choice ({k}), got {shown}.")
+        raise ValueError(f"{name} must have one entry per {what} ({k}), got {shown}.")
     if _is_concrete(probs):
         arr = np.asarray(probs, np.float64)
         if not np.all(np.isfinite(arr)) or np.any(arr < 0) or arr.sum() <= 0:
@@ -160,25 +160,31 @@ def check_unit_images(name: str, x: Any) -> None:
             raise _range_error(name, float(arr.min()), float(arr.max()))
 
 
-def as_unit_float32(name: str, images: Any) -> np.ndarray:
-    """NumPy images for the file-level API (training, evaluation) as float32 in [0, 1].
-
-    uint8 is the documented 0–255 form and is divided by 255; other integer or bool dtypes
-    (e.g. 16-bit images) raise ``TypeError``; float input must pass
-    :func:`check_unit_images`. An empty array raises ``ValueError``.
-    """
+def check_image_array(name: str, images: Any, channels: int | None = 3) -> None:
+    """NumPy images for the file-level API (training, evaluation): ``(N, H, W, C)`` with N >= 1,
+    uint8 (0–255, the documented integer form) or float in [0, 1] (see
+    :func:`check_unit_images`). Other integer or bool dtypes (e.g. 16-bit images) raise
+    ``TypeError``; wrong shapes, empty arrays and out-of-range floats ``ValueError``."""
     arr = np.asarray(images)
-    if arr.dtype == np.uint8:
-        out = arr.astype(np.float32) / np.float32(255.0)
-    elif arr.dtype.kind == "f":
-        check_unit_images(name, arr)
-        out = arr.astype(np.float32, copy=False)
-    else:
+    if arr.dtype != np.uint8 and arr.dtype.kind != "f":
         raise TypeError(f"{name} must be uint8 (0-255) or float ([0, 1]) images, got dtype "
                         f"{arr.dtype}; convert e.g. 16-bit images with x / 65535.")
-    if out.size == 0:
-        raise ValueError(f"{name} is empty (shape {out.shape}); give at least one image.")
-    return out
+    if arr.ndim != 4 or (channels is not None and arr.shape[-1] != channels):
+        want = f"(N, H, W, {channels})" if channels is not None else "(N, H, W, C)"
+        raise ValueError(f"{name} must have shape {want}, got {arr.shape}.")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); give at least one image.")
+    if arr.dtype.kind == "f":
+        check_unit_images(name, arr)
+
+
+def as_unit_float32(name: str, images: Any, channels: int | None = 3) -> np.ndarray:
+    """Images checked by :func:`check_image_array`, as float32 in [0, 1] (uint8 / 255)."""
+    check_image_array(name, images, channels)
+    arr = np.asarray(images)
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / np.float32(255.0)
+    return arr.astype(np.float32, copy=False)
 
 
 #: Linearity check: relative tolerance on ‖A(a·x + b·y) − (a·A x + b·A y)‖ against

@@ -2,6 +2,12 @@
 
 Every command has ``--help``, prints where it wrote its outputs, refuses to overwrite an existing
 output folder unless ``--overwrite`` is given, and long-running ones resume with ``--resume``.
+
+Errors: every failure is ONE line on stderr, ``error: <message>``, with exit code 2 and no
+traceback (``--debug``, before or after the command, prints it). :func:`main` is the only place
+that turns exceptions into that line (see :data:`USER_ERRORS`), so a command only raises. A
+command validates every input before it creates its output folder: a refused command leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -9,6 +15,43 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+
+class CommandError(Exception):
+    """A user error found by a command itself (a bad combination of flags, ...): :func:`main`
+    prints its message as the one-line error."""
+
+
+#: What :func:`main` reports as ``error: <message>`` (exit 2): bad values (``ValueError``, incl.
+#: ``NoImagesError``; ``TypeError`` from the input checks), paths that are missing, files or
+#: taken (``OSError``: ``FileNotFoundError``, ``NotADirectoryError``, ``FileExistsError`` and
+#: its ``OutputExistsError``, ``PermissionError``), checkpoints or weights that cannot be read
+#: (``CheckpointError``, added in :func:`_user_errors`), a diverged training run
+#: (``FloatingPointError``) and :class:`CommandError`. Any other exception is a bug: still one
+#: line (exit 2), naming its type and asking for ``--debug``.
+USER_ERRORS: tuple[type[BaseException], ...] = (CommandError, ValueError, TypeError, OSError,
+                                                FloatingPointError)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from admm_jax.train.checkpoint import CheckpointError  # orbax: imported only on failure
+
+    return USER_ERRORS + (CheckpointError,)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2); sub-commands inherit it."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _check_count(flag: str, value: int | None) -> None:
+    """A count given on the command line: None (not given) or an integer >= 1."""
+    if value is not None:
+        from admm_jax import _checks
+
+        _checks.check_int(flag, value, minimum=1)
 
 
 def _add_data_args(p: argparse.ArgumentParser, default: str = "bundled") -> None:
@@ -45,6 +88,7 @@ def _train_split(spec: str) -> str:
 # --------------------------------------------------------------------------- train
 def cmd_train(args: argparse.Namespace) -> int:
     from admm_jax.train import preset, train
+    from admm_jax.train.loop import check_output_dir
 
     if args.distributed:  # multi-host: coordinator etc. from the environment (see JAX docs)
         import jax
@@ -67,7 +111,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise ValueError(f"--problem-probs must be comma-separated numbers, got "
                              f"{args.problem_probs!r}") from None
-    cfg = preset(args.preset, **overrides)
+    cfg = preset(args.preset, **overrides)  # validated: bad values stop here
+    _check_count("--max-train-images", args.max_train_images)
+    check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     train_images = _load(args.data, _train_split(args.data), args.cache_dir,
                          args.max_train_images, progress=not args.no_progress)
     val_images = _load(args.data, "test", args.cache_dir, cfg.val_images,
@@ -84,9 +130,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- onenet
 def cmd_pretrain_onenet(args: argparse.Namespace) -> int:
     from admm_jax.baselines.onenet_train import OneNetConfig, pretrain_onenet
+    from admm_jax.train.loop import check_output_dir
 
     cfg = OneNetConfig(width=args.width, steps=args.steps, batch_size=args.batch,
                        seed=args.seed, checkpoint_every=args.checkpoint_every, norm=args.norm)
+    cfg.validate()
+    _check_count("--max-train-images", args.max_train_images)
+    check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     images = _load(args.data, _train_split(args.data), args.cache_dir, args.max_train_images,
                    progress=not args.no_progress)
     print(f"pretraining the OneNet projector on {len(images)} images from {args.data!r}")
@@ -119,15 +169,19 @@ def _methods(args, log=print):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from admm_jax.evaluate import EvalConfig, markdown_table, run_evaluation
     from admm_jax.train import prepare_output_dir
+    from admm_jax.train.loop import check_output_dir
 
     if args.no_wavelet and not (args.du_admm or args.onenet):
-        raise ValueError("nothing to evaluate: give --du-admm and/or --onenet, or drop --no-wavelet")
+        raise CommandError("nothing to evaluate: give --du-admm and/or --onenet, or drop "
+                           "--no-wavelet")
     cfg = EvalConfig(problems=tuple(args.problems.split(",")), preset=args.preset,
                      dataset=args.dataset, batch_size=args.batch, seed=args.seed)
-    out = prepare_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    _check_count("--n-images", args.n_images)
+    check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
+    methods = _methods(args)  # reads the weights: unreadable ones stop here
     images = _load(args.data, "test", args.cache_dir, args.n_images,
                    progress=not args.no_progress)
-    methods = _methods(args)
+    out = prepare_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"evaluating {[m.name for m in methods]} on {len(images)} images, problems "
           f"{list(cfg.problems)}, {cfg.preset} preset")
     records = run_evaluation(images, methods, cfg, out, progress=not args.no_progress,
@@ -245,9 +299,12 @@ def _add_schedule_args(p: argparse.ArgumentParser, *, steps=None, batch=None, wi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="admm-jax",
         description="Differentiable unrolled ADMM (DU-ADMM OneNet) and ADMM baselines in JAX.")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the full traceback of an error (may also follow the "
+                             "command)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train the DU-ADMM prior end to end",
@@ -339,15 +396,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; every error becomes one line on stderr and exit code 2 (see
+    :data:`USER_ERRORS`), Ctrl-C exit code 130. ``--debug`` anywhere prints the traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileExistsError, ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the one place where errors become messages
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(_one_line(exc, isinstance(exc, _user_errors())), file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException, expected: bool) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if expected:
+        return f"error: {text}"
+    return (f"error: unexpected {type(exc).__name__}: {text} (a bug: rerun with --debug for "
+            f"the traceback and report it)")
 
 
 if __name__ == "__main__":

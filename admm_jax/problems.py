@@ -246,7 +246,7 @@ def measure_mixed(problems: tuple[Problem, ...], key: Array, images: Array, *,
     shape = tuple(images.shape[1:])
     k_choice, k_ops = jax.random.split(key)
     logits = jnp.log(jnp.ones(len(problems)) / len(problems) if probs is None
-                     else _checks.check_probabilities("probs", probs, len(problems)))
+                     else _checks.check_probabilities("probs", probs, len(problems), "problem"))
     if per_sample:
         index = jax.random.categorical(k_choice, logits, shape=(batch,)).astype(jnp.int32)
         sample_keys = jax.random.split(k_ops, batch)

@@ -59,3 +59,209 @@ def test_train_bad_problem_probs_named(tmp_path, capsys, probs, message):
     assert main(["train", f"--problem-probs={probs}", "--out", str(out), "--no-progress"]) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- issue #14: errors
+# Every failing command: exit code 2, ONE line on stderr ("error: ..."), no traceback, and no
+# output folder left behind. Data: a tiny .npz pack (decoded in milliseconds).
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory) -> Path:
+    from admm_jax.data import save_packed
+
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    save_packed(path, {"train": rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),
+                       "test": rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)},
+                codec="raw")
+    return path
+
+
+def _one_error_line(err: str, fragment: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def _refused(capsys, argv: list[str], out: Path, fragment: str) -> None:
+    assert main(argv) == 2
+    _one_error_line(capsys.readouterr().err, fragment)
+    assert not out.exists(), f"{out} was left behind"
+
+
+def test_train_unknown_problem_refused_before_any_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    _refused(capsys, ["train", "--problems", "pid,foo", "--out", str(out), "--no-progress"],
+             out, "unknown problem(s) ['foo']")
+    # the corrected command is not blocked by a half-written folder
+    from admm_jax.train.loop import check_output_dir
+
+    check_output_dir(out, resume=False, overwrite=False)
+
+
+def test_train_batch_not_divisible_by_two_devices_leaves_no_folder(tmp_path, pack):
+    out = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-m", "admm_jax.cli", "train", "--batch", "3",
+                          "--data", str(pack), "--out", str(out), "--no-progress"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    _one_error_line(res.stderr, "batch size 3 does not divide evenly across 2 devices")
+    assert not out.exists()
+
+
+def test_pretrain_onenet_bad_width_refused_before_any_folder(tmp_path, capsys, pack):
+    out = tmp_path / "onenet"
+    _refused(capsys, ["pretrain-onenet", "--width", "0", "--data", str(pack), "--out",
+                      str(out), "--no-progress"], out, "width must be > 0, got 0.0")
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_evaluate_n_images_must_be_positive(tmp_path, capsys, pack, n):
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--n-images", n, "--data", str(pack), "--out", str(out),
+                      "--no-progress"], out, f"--n-images must be >= 1, got {n}")
+
+
+def test_evaluate_missing_du_admm_folder(tmp_path, capsys, pack):
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--du-admm", str(tmp_path / "nowhere"), "--data", str(pack),
+                      "--out", str(out), "--no-progress"], out,
+             f"DU-ADMM prior folder {tmp_path / 'nowhere'} does not exist")
+
+
+def test_evaluate_data_pointing_at_a_file(tmp_path, capsys):
+    out, data = tmp_path / "eval", tmp_path / "notes.txt"
+    data.write_text("not images")
+    _refused(capsys, ["evaluate", "--data", str(data), "--out", str(out), "--no-progress"],
+             out, "is a file, not a folder or an .npz pack")
+
+
+@pytest.fixture(scope="module")
+def saved_prior(tmp_path_factory) -> Path:
+    """A real saved U-Net prior folder (untrained: only its files matter here)."""
+    from admm_jax.train import preset
+    from admm_jax.train.loop import build_prior, save_params
+
+    cfg = preset("paper", architecture="unet", width=0.0625)
+    _, params = build_prior(cfg)
+    path = tmp_path_factory.mktemp("prior") / "params"
+    save_params(path, params, cfg)
+    return path
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_evaluate_corrupt_weights(tmp_path, capsys, pack, saved_prior):
+    bad = _copy(saved_prior, tmp_path / "bad")
+    data_files = [f for f in (bad / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert data_files
+    for f in data_files:
+        f.write_bytes(b"\x8b not an array chunk" * 8)
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--du-admm", str(bad), "--data", str(pack), "--out",
+                      str(out), "--no-progress"], out, "DU-ADMM prior weights")
+
+
+def test_evaluate_weights_of_another_width(tmp_path, capsys, pack, saved_prior):
+    import json
+
+    other = _copy(saved_prior, tmp_path / "other")
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["width"] = 0.125
+    (other / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--du-admm", str(other), "--data", str(pack), "--out",
+                      str(out), "--no-progress"], out, "array(s) of another shape")
+
+
+def test_train_resume_from_a_corrupt_checkpoint(tmp_path, capsys, pack):
+    from admm_jax.train import Checkpointer, init_train_state, make_optimizer, preset
+    from admm_jax.train.loop import build_prior
+
+    args = ["--architecture", "unet", "--width", "0.0625", "--batch", "2", "--steps", "2"]
+    cfg = preset("paper", architecture="unet", width=0.0625, batch_size=2, steps=2)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(cfg.to_json())
+    _, params = build_prior(cfg)
+    tx = make_optimizer(cfg)
+    with Checkpointer(run / "checkpoints") as ckpt:
+        ckpt.save(1, init_train_state(params, tx), {"step": 1, "data": {}, "seed": 0})
+    for f in (run / "checkpoints" / "1").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(b"garbage" * 16)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    assert main(["train", *args, "--data", str(pack), "--out", str(run), "--resume",
+                 "--no-progress"]) == 2
+    _one_error_line(capsys.readouterr().err, "could not be restored")
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_flat_folder_too_small_for_a_hashed_test_split(tmp_path, capsys):
+    from PIL import Image
+
+    from admm_jax.data import split_files
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    candidates = [flat / f"img{i:03d}.png" for i in range(100)]
+    train_part = split_files(candidates, [0.8, 0.1, 0.1], method="hash", root=flat)[0]
+    for f in train_part[:8]:  # 8 images that all hash into 'train': 'test' is empty
+        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(f)
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--data", str(flat), "--out", str(out), "--no-progress"],
+             out, "has no train/val/test sub-folders, so its 8 image(s) are split")
+    # the message says how to lay the folder out and how many images a flat one needs
+    assert main(["evaluate", "--data", str(flat), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "test/ for evaluate" in err and "at least about 44 images" in err
+
+
+def test_usage_errors_are_one_line_too(tmp_path, capsys):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--steps", "x", "--out", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid int value: 'x'" in err and "--help" in err
+    assert not out.exists()
+
+
+def test_debug_flag_shows_the_traceback(tmp_path, capsys, pack):
+    out = tmp_path / "eval"
+    for argv in (["--debug", "evaluate"], ["evaluate", "--debug"]):
+        assert main(argv + ["--n-images", "0", "--data", str(pack), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback (most recent call last)" in err
+        assert err.rstrip().splitlines()[-1] == "error: --n-images must be >= 1, got 0."
+    assert not out.exists()
+
+
+def test_an_unexpected_exception_is_one_line_naming_it(tmp_path, capsys, monkeypatch, pack):
+    import admm_jax.cli as cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\ninside broke")
+
+    monkeypatch.setattr(cli, "_load", broken)
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--data", str(pack), "--out", str(out), "--no-progress"],
+             out, "unexpected RuntimeError: something inside broke (a bug: rerun with --debug")

@@ -51,7 +51,7 @@ def _clip(v, rho):
 # --------------------------------------------------------------------------- measure_mixed
 def test_measure_mixed_refuses_more_probs_than_problems():
     problems = (P.get_problem("pid"), P.get_problem("bi"))
-    with pytest.raises(ValueError, match=r"probs must have one entry per choice \(2\), got "
+    with pytest.raises(ValueError, match=r"probs must have one entry per problem \(2\), got "
                                          r"\[0.2, 0.3, 0.5\]"):
         P.measure_mixed(problems, KEY, _images(), probs=[0.2, 0.3, 0.5])
 

@@ -89,6 +89,23 @@ class OneNetConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first bad field, its value and what is
+        allowed. Called before anything is written to disk."""
+        from admm_jax import _checks
+
+        for name, low in (("n_reference", 1), ("steps", 0), ("batch_size", 1), ("seed", 0),
+                          ("checkpoint_every", 1), ("keep_checkpoints", 1), ("log_every", 1),
+                          ("val_images", 0)):
+            _checks.check_int(name, getattr(self, name), minimum=low)
+        for name in ("width", "learning_rate", "clamp"):
+            _checks.check_positive(name, getattr(self, name))
+        if self.norm not in ("instance", "virtual_batch"):
+            raise ValueError(f"norm must be 'instance' or 'virtual_batch', got {self.norm!r}")
+        if self.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"compute_dtype must be 'float32' or 'bfloat16', got "
+                             f"{self.compute_dtype!r}")
+
     @classmethod
     def from_dict(cls, d: dict) -> "OneNetConfig":
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in
@@ -255,6 +272,11 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     from admm_jax.train.checkpoint import Checkpointer
     from admm_jax.train.loop import _append_csv, _append_jsonl, _to_float, prepare_output_dir
 
+    from admm_jax import _checks
+
+    # every check before the output folder is created: a refused run leaves nothing behind
+    cfg.validate()
+    _checks.check_image_array("train_images", train_images)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
     (out / "config.json").write_text(cfg.to_json())
     splits, _ = build_models(cfg)

@@ -134,12 +134,27 @@ def load_source(
         {f for p in parts for f in pieces[names.index(p)]}, key=lambda f: f.relative_to(path).as_posix()
     )
     if not chosen:
-        raise NoImagesError(
-            f"the hashed split {split!r} of {str(path)!r} is empty ({len(everything.files)} images "
-            f"in all, fractions {fr}); add images, change the fractions, or use train/test sub-folders."
-        )
+        raise NoImagesError(_empty_hashed_split_message(path, split, parts, fr,
+                                                        len(everything.files)))
     folder = ImageFolder(path, size=hw, files=chosen)
     return folder.load(cache_dir=cache_dir, num_workers=num_workers, progress=progress)
+
+
+def _empty_hashed_split_message(path: Path, split: str, parts: Sequence[str],
+                                fractions: Mapping[str, float], n_files: int) -> str:
+    """Why a flat folder gave no images for ``split``, how to lay it out, and how many images
+    make every share non-empty: a share ``f`` of a hashed split is empty with probability
+    ``(1 − f)^n``, below 1 % from ``n = log(0.01) / log(1 − f)`` images on."""
+    import math
+
+    f = sum(fractions[p] for p in parts)
+    n_min = math.ceil(math.log(0.01) / math.log1p(-f)) if 0 < f < 1 else 1
+    shares = ", ".join(f"{k} {v:.0%}" for k, v in fractions.items())
+    return (f"{str(path)!r} has no train/val/test sub-folders, so its {n_files} image(s) are "
+            f"split by a hash of their file names ({shares}) and split {split!r} got none. "
+            f"Put the images of each split in sub-folders ({str(path / parts[0])!r}, e.g. "
+            f"test/ for evaluate and train/ for train), or give a flat folder of at least about "
+            f"{n_min} images (then the {f:.0%} share is empty with under 1% probability).")
 
 
 def _concat(arrays: Sequence[np.ndarray]) -> np.ndarray:

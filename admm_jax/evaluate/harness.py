@@ -22,6 +22,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from admm_jax import _checks
 from admm_jax.admm import converging_admm, initial_state
 from admm_jax.metrics import psnr
 from admm_jax.problems import (
@@ -95,11 +96,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         problems = get_problems(self.preset, self.dataset)
-        unknown = [p for p in self.problems if p not in problems]
-        if unknown:
-            raise ValueError(f"unknown problem(s) {unknown}; choose from {sorted(problems)}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        _checks.check_choices("problems", self.problems, problems, what="problem")
+        _checks.check_int("batch_size", self.batch_size, minimum=1)
+        _checks.check_int("seed", self.seed, minimum=0)
+        _checks.check_int("table2_images", self.table2_images, minimum=0)
 
 
 PARTIAL_DIR = "partial"
@@ -128,14 +128,11 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
         write_table2,
     )
 
+    x_all = _checks.as_unit_float32("images", images)  # before anything is written
+    if not methods:
+        raise ValueError("methods is empty: give at least one Method to evaluate.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    x_all = np.asarray(images)
-    if x_all.dtype == np.uint8:
-        x_all = x_all.astype(np.float32) / 255.0
-    x_all = x_all.astype(np.float32)
-    if x_all.ndim != 4 or x_all.shape[-1] != 3:
-        raise ValueError(f"images must be (N, H, W, 3), got {x_all.shape}")
     n = x_all.shape[0]
     problems = get_problems(cfg.preset, cfg.dataset)
     sr_scale = sr_adjoint_scale_for(cfg.preset)

@@ -142,7 +142,12 @@ def read_weights_config(path: str | os.PathLike, what: str) -> dict:
     """The config dict of a folder written by :func:`save_weights` (clear error otherwise)."""
     import json
 
-    cfg_file = Path(path).absolute() / "config.json"
+    folder = Path(path).absolute()
+    if not folder.exists():
+        raise FileNotFoundError(f"{what} folder {folder} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{what} path {folder} is a file, not a saved {what} folder")
+    cfg_file = folder / "config.json"
     if not cfg_file.exists():
         raise CheckpointError(f"{cfg_file.parent} holds no config.json: not a saved {what}")
     try:
@@ -157,7 +162,12 @@ def restore_weights(path: str | os.PathLike, template: Any, what: str) -> Any:
 
     path = Path(path).absolute()
     meta = path / WEIGHTS_META
-    stored = json.loads(meta.read_text())["storage_dtype"] if meta.exists() else "float32"
+    try:
+        stored = json.loads(meta.read_text())["storage_dtype"] if meta.exists() else "float32"
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"{meta} is not a valid weights record ({type(exc).__name__}: "
+                              f"{exc})") from exc
+    _check_stored_shapes(path / "state", template, what)
     try:
         if stored != "float32":  # restore as stored, then cast to the template's dtypes
             import jax.numpy as jnp
@@ -175,3 +185,46 @@ def restore_weights(path: str | os.PathLike, template: Any, what: str) -> Any:
     except Exception as exc:
         raise CheckpointError(f"could not restore the {what} weights from {path}: "
                               f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+def _key_path(path: tuple) -> tuple[str, ...]:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _check_stored_shapes(state_dir: Path, template: Any, what: str) -> None:
+    """Compare the stored arrays' names and shapes with ``template`` before restoring: a
+    mismatch (weights of another width, a config.json that does not belong to them) becomes a
+    clear :class:`CheckpointError`, and no read is started that would fail half-way (orbax then
+    leaves asynchronous reads behind that print tracebacks at exit)."""
+    import logging
+
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)  # orbax only warns about unreadable metadata: we raise
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(state_dir)
+        stored_tree = getattr(meta, "item_metadata", meta)
+        stored = {_key_path(p): tuple(m.shape)
+                  for p, m in jax.tree_util.tree_leaves_with_path(stored_tree)}
+    except Exception as exc:  # orbax raises many types for unreadable metadata
+        raise CheckpointError(f"could not read the {what} weights in {state_dir}: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+    finally:
+        absl_log.setLevel(level)
+    if not stored:
+        raise CheckpointError(f"{state_dir} holds no readable {what} weights (corrupt, or not "
+                              f"written by admm_jax); retrain or copy the folder again.")
+    wanted = {_key_path(p): tuple(getattr(a, "shape", ()))
+              for p, a in jax.tree_util.tree_leaves_with_path(template)}
+    missing = sorted(set(wanted) - set(stored))
+    wrong = [(k, stored[k], wanted[k]) for k in sorted(wanted) if k in stored
+             and stored[k] != wanted[k]]
+    if missing or wrong:
+        detail = (f"{len(missing)} array(s) missing, e.g. {'.'.join(missing[0])}" if missing
+                  else f"{len(wrong)} array(s) of another shape, e.g. {'.'.join(wrong[0][0])} "
+                       f"stored {wrong[0][1]}, expected {wrong[0][2]}")
+        raise CheckpointError(
+            f"the {what} weights in {state_dir.parent} do not match the network described by "
+            f"its config.json ({detail}); the weights may come from another width or "
+            f"architecture.")

@@ -96,10 +96,19 @@ class TrainConfig:
         return cls(**d)
 
     def validate(self) -> None:
-        if self.batch_size < 1 or self.steps < 0 or self.num_iters < 1:
-            raise ValueError("batch_size and num_iters must be >= 1 and steps >= 0")
-        if self.width <= 0:
-            raise ValueError(f"width must be > 0, got {self.width}")
+        """Raise ``ValueError``/``TypeError`` naming the first bad field, its value and what is
+        allowed. Called before anything is written to disk."""
+        from admm_jax import _checks
+        from admm_jax.problems import get_problems
+
+        for name, low in (("batch_size", 1), ("steps", 0), ("num_iters", 1), ("image_size", 1),
+                          ("checkpoint_every", 1), ("keep_checkpoints", 1), ("log_every", 1),
+                          ("val_every", 1), ("val_images", 0), ("seed", 0)):
+            _checks.check_int(name, getattr(self, name), minimum=low)
+        for name in ("learning_rate", "width", "grad_clip", "eps"):
+            _checks.check_positive(name, getattr(self, name))
+        for name in ("b1", "b2"):
+            _checks.check_in_range(name, getattr(self, name), 0.0, 1.0, high_open=True)
         if self.gated and not self.residual:
             raise ValueError("gated=True needs residual=True")
         if self.architecture not in ARCHITECTURES:
@@ -112,12 +121,10 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError("compute_dtype must be 'float32' or 'bfloat16'")
-        if self.problem_probs is not None and len(self.problem_probs) != len(self.problems):
-            raise ValueError("problem_probs must have one entry per problem")
-        if self.problem_probs is not None and (min(self.problem_probs) < 0
-                                               or sum(self.problem_probs) <= 0):
-            raise ValueError(f"problem_probs must be >= 0 with a positive sum, got "
-                             f"{self.problem_probs}")
+        _checks.check_choices("problems", self.problems, get_problems("paper"), what="problem")
+        if self.problem_probs is not None:
+            _checks.check_probabilities("problem_probs", self.problem_probs,
+                                        len(self.problems), "problem")
 
 
 def preset(name: str = PAPER, **overrides) -> TrainConfig:

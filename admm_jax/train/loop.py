@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from admm_jax import _checks
 from admm_jax.admm import initial_state, unrolled_admm
 from admm_jax.metrics import psnr
 from admm_jax.problems import Problem, get_problems, measure_indexed
@@ -39,6 +40,7 @@ from admm_jax.train.config import TrainConfig
 from admm_jax.train.optim import make_optimizer
 from admm_jax.train.step import (
     TrainState,
+    check_batch_divides,
     init_train_state,
     make_mesh,
     make_train_step,
@@ -50,16 +52,27 @@ class OutputExistsError(FileExistsError):
     """The output folder already holds a run and neither resume nor overwrite was asked."""
 
 
-def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path:
-    """Create ``out_dir``; refuse to reuse a non-empty one unless ``resume`` or ``overwrite``."""
+def check_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path:
+    """Raise what :func:`prepare_output_dir` would raise, touching nothing: call it before
+    slow work (loading data) so a refused run fails at once."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output folder {out} exists and is a file; choose a folder.")
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
+        raise OutputExistsError(
+            f"output folder {out} already exists and is not empty; pass --resume to "
+            f"continue that run, --overwrite to replace it, or choose another folder.")
+    return out
+
+
+def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path:
+    """Create ``out_dir``; refuse to reuse a non-empty one unless ``resume`` or ``overwrite``.
+
+    Call it only after every input was validated, so a refused run leaves no folder behind."""
+    out = check_output_dir(out_dir, resume=resume, overwrite=overwrite)
     if out.exists() and any(out.iterdir()):
         if resume:
             return out
-        if not overwrite:
-            raise OutputExistsError(
-                f"output folder {out} already exists and is not empty; pass --resume to "
-                f"continue that run, --overwrite to replace it, or choose another folder.")
         import shutil
 
         shutil.rmtree(out)
@@ -130,7 +143,13 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     """
     from admm_jax.data import BatchIterator, prefetch
 
+    # every check before the output folder is created: a refused run leaves nothing behind
     cfg.validate()
+    _checks.check_image_array("train_images", train_images)
+    if val_images is not None and len(val_images):
+        _checks.check_image_array("val_images", val_images)
+    mesh = make_mesh()
+    check_batch_divides(cfg.batch_size, mesh)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
     cfg_path = out / "config.json"
     if resume and cfg_path.exists():
@@ -143,7 +162,6 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
 
     all_problems = get_problems("paper")
     problems = tuple(all_problems[n] for n in cfg.problems)
-    mesh = make_mesh()
     prior_fn, params = build_prior(cfg)
     tx = make_optimizer(cfg)
     state = init_train_state(params, tx, mesh)
