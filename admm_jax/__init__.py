@@ -44,8 +44,10 @@ from admm_jax.operators import (
     orthonormal_fft,
     pixelwise_mask,
     scattered_mask,
+    stack,
     static_field,
     subsampled_dct,
+    with_cg,
 )
 from admm_jax.problems import (
     PAPER_PROBLEMS,
@@ -85,7 +87,7 @@ __all__ = [
     "circular_kernel", "gaussian_blur", "gaussian_cs", "operator_pytree", "pixelwise_mask",
     "scattered_mask", "static_field",
     "SampledOrthonormal", "orthonormal_dct", "orthonormal_fft", "fourier_mask_cartesian",
-    "fourier_mask_random", "subsampled_dct",
+    "fourier_mask_random", "subsampled_dct", "stack", "with_cg",
     "PAPER_PROBLEMS", "Problem", "get_problem", "get_problems", "measure", "measure_indexed",
     "measure_mixed",
     "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",

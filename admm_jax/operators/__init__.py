@@ -1,5 +1,19 @@
 """Linear measurement operators ``A`` with exact closed-form solves (see :mod:`.base`)."""
 
+from admm_jax.operators.algebra import (
+    Composed,
+    Scaled,
+    Stack,
+    Sum,
+    Transposed,
+    WithCG,
+    add,
+    compose,
+    scale,
+    stack,
+    transpose,
+    with_cg,
+)
 from admm_jax.operators.base import (
     LinearOperator,
     operator_pytree,
@@ -36,4 +50,6 @@ __all__ = [
     "SelectOperator",
     "SampledOrthonormal", "orthonormal_dct", "orthonormal_fft", "fourier_mask_cartesian",
     "fourier_mask_random", "subsampled_dct",
+    "Composed", "Scaled", "Sum", "Transposed", "Stack", "WithCG", "compose", "scale", "add",
+    "transpose", "stack", "with_cg",
 ]

@@ -15,6 +15,13 @@ Methods and what they compute (all exact unless stated):
 * ``solve(b, rho)`` -> ``(AᵀA + ρ I)⁻¹ b``; closed form where the structure allows it, conjugate
   gradients otherwise (differentiable in ``b`` and ``ρ`` by implicit differentiation)
 * ``pinv(y)``     -> ``A⁺ y``, the minimum-norm least-squares solution
+* ``solve_method`` -> which path ``solve`` takes: ``"closed form: ..."`` or ``"cg (tol, maxiter)"``
+
+The CG fallback stops at the relative residual ``cg_tol`` or after ``cg_maxiter`` iterations:
+class attributes with the defaults below, which a subclass may redeclare as static dataclass
+fields (the operator-algebra results do; :func:`admm_jax.operators.algebra.with_cg` sets them on
+any operator). Operators combine with ``A @ B``, ``c * A``, ``A + B``, ``A - B``, ``-A`` and
+``A.T`` (see :mod:`admm_jax.operators.algebra`).
 
 Dispatch is by what an operator *provides*, not by its class: a user operator that only
 implements ``apply`` gets the adjoint by transposition and CG solves, and still runs inside the
@@ -24,6 +31,7 @@ compiled ADMM scan / while loops.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, TypeVar
 
 import jax
@@ -36,6 +44,81 @@ T = TypeVar("T")
 #: default tolerance / iteration cap for the CG fallback (relative residual).
 CG_TOL = 1e-6
 CG_MAXITER = 200
+
+
+def cg_solve(normal: Callable[[Array], Array], b: Array, rho: Array | float, tol: float = CG_TOL,
+             maxiter: int = CG_MAXITER) -> Array:
+    """``(N + ρI)⁻¹ b`` by conjugate gradients for a symmetric PSD ``normal`` = N (implicit
+    gradients in ``b``, ``ρ`` and whatever ``normal`` closes over)."""
+    rho = jnp.asarray(rho, dtype=b.dtype)
+    matvec = lambda v: normal(v) + rho * v
+    x, _ = cg(matvec, b, x0=b / (1.0 + rho), tol=tol, atol=0.0, maxiter=maxiter)
+    return x
+
+
+def cg_description(tol: float, maxiter: int) -> str:
+    """How ``solve_method`` names the CG path."""
+    return f"cg (tol={tol:g}, maxiter={maxiter})"
+
+
+def cg_least_squares(normal: Callable[[Array], Array], rhs: Array, tol: float = CG_TOL,
+                     maxiter: int = CG_MAXITER) -> Array:
+    """Minimum-norm solution of ``N x = rhs`` for ``rhs`` in range(N), by CG started at 0.
+
+    CG from ``x = 0`` keeps every iterate in range(N), so it converges to the minimum-norm
+    solution (with ``N = AᵀA`` and ``rhs = Aᵀy`` that is ``A⁺ y``). Not for differentiation:
+    use :func:`cg_pinv`."""
+    x, _ = cg(normal, rhs, x0=jnp.zeros_like(rhs), tol=tol, atol=0.0, maxiter=maxiter)
+    return x
+
+
+def _normal_pinv(normal: Callable[[Array], Array], v: Array, tol: float, maxiter: int) -> Array:
+    """``N⁺ v`` for ANY v (also outside range(N)), linear and transposable in ``v``.
+
+    ``N⁺ v = (N²)⁺ N v`` for a symmetric PSD N, and ``N² x = N v`` is consistent, so CG from 0
+    reaches it; as a symmetric ``custom_linear_solve`` its transpose is itself (N⁺ is symmetric).
+    Plain CG on ``N x = v`` would diverge for the cotangents of a singular N."""
+    def solve(matvec: Callable[[Array], Array], b: Array) -> Array:
+        x, _ = cg(lambda u: matvec(matvec(u)), matvec(b), x0=jnp.zeros_like(b), tol=tol,
+                  atol=0.0, maxiter=maxiter)
+        return x
+
+    return jax.lax.custom_linear_solve(normal, v, solve, symmetric=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def cg_pinv(op: "LinearOperator", y: Any, tol: float = CG_TOL,
+            maxiter: int = CG_MAXITER) -> Array:
+    """``A⁺ y`` by CG (:func:`cg_least_squares`), differentiable in ``y`` and in the operator's
+    arrays even when ``AᵀA`` is singular (the derivative of the pseudo-inverse, below).
+
+    The derivative runs CG on ``(AᵀA)²``, whose attainable relative residual is about
+    ``eps · κ(AᵀA)²`` (κ over the non-zero spectrum): ask no smaller ``tol`` than that, or that
+    CG runs to ``maxiter`` and its result drifts in the null space."""
+    return cg_least_squares(op.normal, op.adjoint(y), tol, maxiter)
+
+
+@cg_pinv.defjvp
+def _cg_pinv_jvp(tol: float, maxiter: int, primals: tuple, tangents: tuple) -> tuple:
+    # x = A⁺y; for A of locally constant rank (Golub & Pereyra 1973), with N = AᵀA, r = y − Ax:
+    # dx = N⁺[Aᵀ(dy − dA x) + dAᵀ r] + (I − N⁺N) dAᵀ (A N⁺ x)
+    op, y = primals
+    d_op, d_y = tangents
+    x = cg_pinv(op, y, tol, maxiter)
+
+    def d_apply(v: Array) -> Any:
+        return jax.jvp(lambda o: o.apply(v), (op,), (d_op,))[1]
+
+    def d_adjoint(w: Any) -> Array:
+        return jax.jvp(lambda o: o.adjoint(w), (op,), (d_op,))[1]
+
+    residual = jax.tree_util.tree_map(jnp.subtract, y, op.apply(x))
+    d_meas = jax.tree_util.tree_map(jnp.subtract, d_y, d_apply(x))
+    g = op.adjoint(d_meas) + d_adjoint(residual)
+    u = d_adjoint(op.apply(cg_least_squares(op.normal, x, tol, maxiter)))
+    dx = _normal_pinv(op.normal, g, tol, maxiter) + u \
+        - _normal_pinv(op.normal, op.normal(u), tol, maxiter)
+    return x, dx
 
 
 def static_field(**kwargs: Any) -> Any:
@@ -57,6 +140,11 @@ class LinearOperator:
     """
 
     in_shape: tuple[int, ...]
+    # CG fallback settings (class defaults; a subclass may redeclare them as static fields)
+    cg_tol = CG_TOL
+    cg_maxiter = CG_MAXITER
+    # numpy scalars defer to our __rmul__ instead of building object arrays
+    __array_ufunc__ = None
 
     # ----------------------------------------------------------------- shapes
     @property
@@ -92,21 +180,57 @@ class LinearOperator:
 
     def solve(self, b: Array, rho: Array | float) -> Array:
         """``(AᵀA + ρI)⁻¹ b`` by conjugate gradients (SPD system; implicit gradients)."""
-        rho = jnp.asarray(rho, dtype=b.dtype)
-        matvec = lambda v: self.normal(v) + rho * v
-        x, _ = cg(matvec, b, x0=b / (1.0 + rho), tol=CG_TOL, atol=0.0, maxiter=CG_MAXITER)
-        return x
+        return cg_solve(self.normal, b, rho, self.cg_tol, self.cg_maxiter)
 
     def pinv(self, y: Any) -> Array:
-        """Minimum-norm least squares ``A⁺ y`` by CG on the normal equations started at 0.
+        """Minimum-norm least squares ``A⁺ y`` by CG on the normal equations started at 0."""
+        return cg_pinv(self, y, self.cg_tol, self.cg_maxiter)
 
-        CG on ``AᵀA x = Aᵀy`` from ``x = 0`` keeps every iterate in range(Aᵀ), so it converges to
-        the minimum-norm solution.
-        """
-        rhs = self.adjoint(y)
-        x, _ = cg(self.normal, rhs, x0=jnp.zeros_like(rhs), tol=CG_TOL, atol=0.0,
-                  maxiter=CG_MAXITER)
-        return x
+    @property
+    def solve_method(self) -> str:
+        """``"closed form: <class>"`` if the class overrides :meth:`solve`, else the CG settings."""
+        if type(self).solve is not LinearOperator.solve:
+            return f"closed form: {type(self).__name__}.solve"
+        return cg_description(self.cg_tol, self.cg_maxiter)
+
+    # ------------------------------------------------------------- algebra
+    # (implemented in admm_jax.operators.algebra, imported on use: it builds on this module)
+    def __matmul__(self, other: Any) -> Any:
+        from admm_jax.operators import algebra
+
+        return algebra.compose(self, other) if isinstance(other, LinearOperator) \
+            else NotImplemented
+
+    def __mul__(self, c: Any) -> Any:
+        from admm_jax.operators import algebra
+
+        return algebra.scale(c, self) if algebra.is_scalar(c) else NotImplemented
+
+    __rmul__ = __mul__
+
+    def __add__(self, other: Any) -> Any:
+        from admm_jax.operators import algebra
+
+        return algebra.add(self, other) if isinstance(other, LinearOperator) \
+            else NotImplemented
+
+    def __sub__(self, other: Any) -> Any:
+        from admm_jax.operators import algebra
+
+        return algebra.add(self, algebra.scale(-1.0, other)) \
+            if isinstance(other, LinearOperator) else NotImplemented
+
+    def __neg__(self) -> Any:
+        from admm_jax.operators import algebra
+
+        return algebra.scale(-1.0, self)
+
+    @property
+    def T(self) -> "LinearOperator":  # noqa: N802 - the usual name of the transpose
+        """The adjoint ``Aᵀ`` as an operator (``A.T.T`` is ``A``)."""
+        from admm_jax.operators import algebra
+
+        return algebra.transpose(self)
 
     # --------------------------------------------------------------- helpers
     def __call__(self, x: Array) -> Array:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
 from admm_jax.operators.base import Array, LinearOperator, operator_pytree, static_field
@@ -54,8 +55,18 @@ class SelectOperator(LinearOperator):
             out = jnp.where(self.index == k, values[k], out)
         return out
 
-    def apply(self, x: Array) -> tuple[Array, ...]:
-        return tuple(jnp.where(self.index == k, b.apply(x), 0.0)
+    @property
+    def solve_method(self) -> str:
+        """Each branch's path; "closed form" only if every branch has one."""
+        methods = [b.solve_method for b in self.branches]
+        exact = all(m.startswith("closed form") for m in methods)
+        listed = "; ".join(f"[{k}] {m}" for k, m in enumerate(methods))
+        return f"{'closed form' if exact else 'cg'}: per-sample branch: {listed}"
+
+    def apply(self, x: Array) -> tuple[Any, ...]:
+        # tree_map: a branch may itself measure a tuple (a stack of operators)
+        return tuple(jax.tree_util.tree_map(lambda v: jnp.where(self.index == k, v, 0.0),
+                                            b.apply(x))
                      for k, b in enumerate(self.branches))
 
     def adjoint(self, y: tuple[Array, ...]) -> Array:

@@ -134,6 +134,16 @@ class SampledOrthonormal(LinearOperator):
     def _from_layout(self, y: Array) -> Array:
         return y[..., 0] + 1j * y[..., 1] if self.transform == "fft" else y
 
+    def coefficients(self, x: Array) -> Array:
+        """``U(s ⊙ x)``: the transform coefficients of real images x (..., H, W, C) (complex for
+        the FFT)."""
+        return self._forward(self._flip(x))
+
+    def from_coefficients(self, c: Array) -> Array:
+        """``s ⊙ Uᵀ c``, back to real images (the real part for the FFT); inverse of
+        :meth:`coefficients` on the coefficients of real images."""
+        return self._flip(self._inverse(c))
+
     def gram_diagonal(self) -> Array:
         """``g``, the diagonal of ``AᵀA`` in the transform domain, shape (..., H, W, C)."""
         sq = self.mask * self.mask
@@ -151,16 +161,20 @@ class SampledOrthonormal(LinearOperator):
         return self._flip(self._inverse(self.mask * self._from_layout(y))).astype(y.dtype)
 
     def solve(self, b: Array, rho: Array | float) -> Array:
-        coef = self._forward(self._flip(b)) / (self.gram_diagonal() + rho)
-        return self._flip(self._inverse(coef)).astype(b.dtype)
+        coef = self.coefficients(b) / (self.gram_diagonal() + rho)
+        return self.from_coefficients(coef).astype(b.dtype)
 
     def pinv(self, y: Array) -> Array:
-        g = self.gram_diagonal()
-        root = jnp.sqrt(g)
-        keep = root > self.rcond * jnp.max(root)
-        g_inv = jnp.where(keep, 1.0 / jnp.where(keep, g, 1.0), 0.0)
-        aty = self.adjoint(y)
-        return self._flip(self._inverse(g_inv * self._forward(self._flip(aty)))).astype(y.dtype)
+        g_inv = pinv_diagonal(self.gram_diagonal(), self.rcond)
+        return self.from_coefficients(g_inv * self.coefficients(self.adjoint(y))).astype(y.dtype)
+
+
+def pinv_diagonal(gram: Array, rcond: float) -> Array:
+    """``g⁺`` of a non-negative diagonal ``g = σ²``: ``1/g`` where ``σ > rcond · max σ``, else 0
+    (the cut of ``numpy.linalg.pinv`` on the singular values)."""
+    root = jnp.sqrt(gram)
+    keep = root > rcond * jnp.max(root)
+    return jnp.where(keep, 1.0 / jnp.where(keep, gram, 1.0), 0.0)
 
 
 # ---------------------------------------------------------------------------- validation
