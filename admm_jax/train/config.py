@@ -65,7 +65,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     log_every: int = 10
-    val_every: int = 500
+    val_every: int = 500  # steps between validations; 0 = only after the last step
     val_images: int = 50
 
     @property
@@ -103,7 +103,7 @@ class TrainConfig:
 
         for name, low in (("batch_size", 1), ("steps", 0), ("num_iters", 1), ("image_size", 1),
                           ("checkpoint_every", 1), ("keep_checkpoints", 1), ("log_every", 1),
-                          ("val_every", 1), ("val_images", 0), ("seed", 0)):
+                          ("val_every", 0), ("val_images", 0), ("seed", 0)):
             _checks.check_int(name, getattr(self, name), minimum=low)
         for name in ("learning_rate", "width", "grad_clip", "eps"):
             _checks.check_positive(name, getattr(self, name))

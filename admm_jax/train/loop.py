@@ -226,7 +226,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
                 _append_csv(out / "metrics.csv", rec)
                 bar.set_postfix(loss=f"{loss:.4f}", it_s=f"{rate:.2f}")
             bar.update(1)
-            if validator is not None and (done % cfg.val_every == 0 or done == end):
+            periodic = cfg.val_every > 0 and done % cfg.val_every == 0  # 0: only at the end
+            if validator is not None and (periodic or done == end):
                 val = validator(state.params)
                 _append_jsonl(out / "validation.jsonl", {"step": done, "kind": "du_admm", **val})
                 bar.write(f"step {done}: validation PSNR " +
