@@ -14,7 +14,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 def test_every_command_and_flag_is_documented(capsys):
     commands = _subparsers(build_parser())
-    assert set(commands) == {"train", "pretrain-onenet", "evaluate", "reproduce"}
+    assert set(commands) == {"train", "pretrain-onenet", "evaluate", "reproduce", "solve"}
     for name, sub in commands.items():
         undocumented = [a.option_strings for a in sub._actions if a.option_strings and not a.help]
         assert not undocumented, f"{name}: flags without help: {undocumented}"

@@ -258,9 +258,12 @@ def make_pretrain_step(cfg: OneNetConfig, splits, weights: OneNetLossWeights = O
 
 def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | Path, *,
                     resume: bool = False, overwrite: bool = False, progress: bool = True,
-                    stop_after: int | None = None,
+                    stop_after: int | None = None, time_budget_s: float | None = None,
                     log: Callable[[str], None] = print) -> dict:
     """Pretrain the projector; outputs as :func:`admm_jax.train.train` (params/ at the end).
+
+    ``time_budget_s``: finish (final parameters written) after the first step that ends this
+    many wall-clock seconds after training started, as in :func:`admm_jax.train.train`.
 
     With ``cfg.norm == "virtual_batch"`` the run folder also holds ``reference_batch.npy`` (the
     fixed reference batch, drawn on a fresh run and reloaded on resume) and ``params/`` the
@@ -318,6 +321,8 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="pretrain OneNet",
                unit="step", dynamic_ncols=True)
     t_last, n_last = time.perf_counter(), start
+    deadline = None if time_budget_s is None else t_last + float(time_budget_s)
+    out_of_time = False
     metrics = None
     try:
         for step in range(start, end):
@@ -338,6 +343,10 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
             bar.update(1)
             if done % cfg.checkpoint_every == 0 and done != end:
                 save(done)
+            if deadline is not None and time.perf_counter() >= deadline and done < end:
+                out_of_time, end = True, done
+                log(f"time budget of {time_budget_s:.0f} s spent after {done} steps")
+                break
         save(end)
     except KeyboardInterrupt:
         save(int(state.step))
@@ -348,7 +357,7 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
         ckpt.close()
         data.close()
     summary = {"out_dir": str(out), "step": end}
-    if end == cfg.steps:
+    if end == cfg.steps or out_of_time:
         split, batch_stats = splits[0], None
         if reference is not None:  # store the reference statistics for test time
             split, batch_stats = _store_reference_statistics(split, state.params[0], reference)

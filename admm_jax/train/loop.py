@@ -127,6 +127,7 @@ class Validator:
 def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | None,
           out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, stop_after: int | None = None,
+          time_budget_s: float | None = None,
           callback: Callable[[int, TrainState], None] | None = None,
           log: Callable[[str], None] = print) -> dict:
     """Train DU-ADMM and return a summary dict.
@@ -139,6 +140,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
       resume: continue from the latest checkpoint in ``out_dir``.
       stop_after: stop (with a checkpoint) after this many steps of *this* call — for tests
         and for chunking long runs across sessions.
+      time_budget_s: finish (final parameters written, like reaching ``cfg.steps``) after the
+        first step that ends this many wall-clock seconds after this call started training
+        (compilation included) — to give several methods the same training time.
       callback: called as ``callback(step, state)`` after every step (after any checkpoint).
     """
     from admm_jax.data import BatchIterator, prefetch
@@ -196,6 +200,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     bar = _progress(start, cfg.steps, progress)
     t_last, n_last = time.perf_counter(), start
+    deadline = None if time_budget_s is None else t_last + float(time_budget_s)
+    out_of_time = False
     step = start
     compile_s = None
     try:
@@ -236,6 +242,14 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
                 save(done)
             if callback is not None:
                 callback(done, state)
+            if deadline is not None and time.perf_counter() >= deadline and done < end:
+                out_of_time, end = True, done
+                if validator is not None and (cfg.val_every <= 0 or done % cfg.val_every):
+                    val = validator(state.params)
+                    _append_jsonl(out / "validation.jsonl",
+                                  {"step": done, "kind": "du_admm", **val})
+                log(f"time budget of {time_budget_s:.0f} s spent after {done} steps")
+                break
         step = end
         save(end)
     except KeyboardInterrupt:
@@ -248,7 +262,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
         bar.close()
         ckpt.close()
         data.close()
-    if end == cfg.steps:
+    if end == cfg.steps or out_of_time:
         save_params(out / "params", state.params, cfg)
     summary = {"out_dir": str(out), "step": end, "compile_s": compile_s,
                "final_loss": float(metrics["loss"]) if end > start else None,
