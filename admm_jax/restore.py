@@ -215,7 +215,7 @@ def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = N
     Greyscale (C = 1): the measurement is solved as an RGB image whose three channels carry
     the same measurement (:func:`lift_to_rgb`, ``y`` replicated), and the three channels of the
     result are averaged. The priors were trained on colour images; run channel-replicated
-    inside a one-channel ADMM instead, they lose 0.5–5 dB on inpainting (RESULTS.md §6).
+    inside a one-channel ADMM instead, they lose 0.8–4.8 dB on inpainting (RESULTS.md §6).
     """
     rho = prior.rho_for("si" if problem == "inpaint" else problem) if rho is None else rho
     if not (np.isfinite(rho) and rho > 0):
