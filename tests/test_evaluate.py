@@ -79,11 +79,33 @@ def test_same_seed_gives_identical_tables(tiny_eval, tmp_path):
     other = run_evaluation(_images(), _methods(), EvalConfig(problems=("bi", "sr"),
                            batch_size=5, seed=7, table2_images=1), tmp_path / "b",
                            progress=False)
-    # batching must not change results: operators depend on (seed, problem, image index)
-    for a, b in zip(strip(other), strip(records)):
-        assert a["method"] == b["method"] and a["problem"] == b["problem"]
-        np.testing.assert_allclose(a["psnr_mean"], b["psnr_mean"], rtol=1e-5)
-        assert a["iters_mean"] == b["iters_mean"]
+    # batching must not change results: operators depend on (seed, problem, image index).
+    # Compared per image. Another batch size is another compiled program, so float32 rounding
+    # may differ (on this machine the results were bit-identical).
+    before = {(r["method"], r["problem"], r["image"]): r
+              for r in read_per_image_csv(out / "per_image.csv")}
+    after = {(r["method"], r["problem"], r["image"]): r
+             for r in read_per_image_csv(tmp_path / "b" / "per_image.csv")}
+    assert before.keys() == after.keys()
+    flipped: dict = {}
+    for k, a in before.items():
+        b = after[k]
+        # the pinv start z0 = A^+ y involves no iteration: it only checks that the operator and
+        # noise are the same; float32 rounding moves its PSNR by ~1e-5 dB, another operator by
+        # far more than 1e-4 dB
+        assert abs(float(a["pinv_psnr"]) - float(b["pinv_psnr"])) < 1e-4, (k, a, b)
+        if a["iterations"] == b["iterations"]:
+            # same iterates up to rounding (~1e-6 in z, i.e. ~1e-4 dB at most)
+            assert abs(a["psnr"] - b["psnr"]) < 1e-3, (k, a, b)
+        else:
+            # the stopping rule RMS(x - z) < tol is a threshold decision: the closest RMS to
+            # tol here came within 0.35 % of it (wavelet-l1 on BI), so an image may, on some
+            # CPU, stop one iteration apart; one iteration near the stop moved the PSNR by
+            # at most 0.02 dB (SR). Allow that for at most one image per (method, problem).
+            assert abs(a["iterations"] - b["iterations"]) == 1, (k, a, b)
+            assert abs(a["psnr"] - b["psnr"]) < 0.1, (k, a, b)
+            assert k[:2] not in flipped, (k, flipped)
+            flipped[k[:2]] = k
 
 
 def test_summarize_population_std():
