@@ -85,9 +85,8 @@ def main(argv=None) -> int:
                         ("min ms", "min_ms"), ("images/s", "images_per_s"),
                         ("FLOP/s", "flops_per_s")])
     if args.out:
-        path = write_json(args.out, {"machine": machine_info(), "args": vars(args),
-                                     "prior": prior.metadata["label"], "rows": rows})
-        print(f"results written to {path}")
+        write_json(args.out, {"machine": machine_info(), "args": vars(args),
+                              "prior": prior.metadata["label"], "rows": rows})
     return 0
 
 
