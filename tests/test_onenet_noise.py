@@ -296,7 +296,10 @@ def test_sigmoid_cross_entropy_soft_targets():
         ours = np.asarray(sigmoid_cross_entropy(jnp.asarray(logits), t))
         lg = logits.astype(np.float64)  # −t·log σ(ℓ) − (1−t)·log(1−σ(ℓ)), via softplus
         ref = t * np.logaddexp(0, -lg) + (1 - t) * np.logaddexp(0, lg)
-        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-12)
+        # float32 log/exp are good to a few ulps (measured up to 2.3e-7 relative), and their
+        # last ulps differ between XLA's vectorised and scalar paths; 1e-5 is ~80 ulps, while a
+        # wrong formula is off by O(1) at these logits
+        np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-12)
     assert float(mean_sigmoid_cross_entropy(jnp.zeros(4), 0.85)) == pytest.approx(np.log(2))
 
 
@@ -376,7 +379,10 @@ def test_optimizers_hyperparameters_and_elementwise_clipping():
         ours = _run(tx, raw)
         ref = _np_adam(clipped, 2e-4, b1, b2, eps)
         for o, r in zip(ours, ref):
-            np.testing.assert_allclose(o, r, rtol=2e-4, atol=1e-12)
+            # float32 bias corrections 1 − β₂ᵗ (~1e-3·t) lose three digits to cancellation: one
+            # ulp of β₂ᵗ is ~6e-5 of them, and β₂ᵗ comes from a float32 pow whose last ulps
+            # depend on the implementation; 1e-3 covers that, a wrong β or ε moves steps by >= 5 %
+            np.testing.assert_allclose(o, r, rtol=1e-3, atol=1e-12)
     # element-wise (not global-norm): −50 and −10 give identical updates, other entries unaffected
     a = _run(g_tx, [jnp.array([-50.0, 0.3])])[0]
     b = _run(g_tx, [jnp.array([-10.0, 0.3])])[0]
@@ -392,16 +398,18 @@ def test_optimizers_epoch_decay_and_tf1_variant():
     grads = [jnp.array([1.0])] * 7
     for tx in (g_tx, d_tx):
         mags = np.abs(np.concatenate(_run(tx, grads)))  # constant grad: |step| ≈ lr_t
-        np.testing.assert_allclose(mags, 2e-4 * 0.95 ** (np.arange(7) // 3), rtol=1e-4)
+        # rtol: float32 bias corrections, see above; the decay itself is 5 % per epoch
+        np.testing.assert_allclose(mags, 2e-4 * 0.95 ** (np.arange(7) // 3), rtol=1e-3)
     # G lr is min(lr, 0.2 / λ_de)
     g_small, _ = onenet_optimizers(lambda_de=2000.0)
-    assert abs(_run(g_small, [jnp.array([1.0])])[0][0]) == pytest.approx(1e-4, rel=1e-4)
+    assert abs(_run(g_small, [jnp.array([1.0])])[0][0]) == pytest.approx(1e-4, rel=1e-3)
     # TF1 ε placement: m/(√v + ε)·√(1−b2^t)/(1−b1^t)
     g_tf, _ = onenet_optimizers(adam_variant="tf1")
     g = 1e-6
     step1 = _run(g_tf, [jnp.array([g])])[0][0]
     m, v = 0.1 * g, 0.001 * g * g
-    assert step1 == pytest.approx(-2e-4 * np.sqrt(0.001) / 0.1 * m / (np.sqrt(v) + 1e-6), rel=1e-4)
+    # (the optax placement would give -1e-4, 60 % away; rel 1e-3: float32 bias corrections)
+    assert step1 == pytest.approx(-2e-4 * np.sqrt(0.001) / 0.1 * m / (np.sqrt(v) + 1e-6), rel=1e-3)
     with pytest.raises(ValueError):
         onenet_optimizers(adam_variant="adamw")
 
