@@ -394,40 +394,50 @@ def test_output_folder_is_not_overwritten_silently(tmp_path):
 
 
 def test_tiny_training_improves_validation_psnr(tmp_path):
-    """Forty steps lift the blockwise-inpainting and denoising PSNR well above their pinv start
-    and reduce the training loss on a fixed set of training problems."""
-    from admm_jax.train.loop import load_prior
+    """Forty steps lift the blockwise-inpainting and denoising validation PSNR above that of
+    the UNTRAINED prior (which already beats the pinv start by 4-6 dB, so the start is not the
+    reference) and reduce the training loss on a fixed set of training problems."""
+    from admm_jax.train.loop import Validator, load_prior
 
     images = _smooth_images(64, seed=1)
     val = _smooth_images(8, seed=2)
-    cfg = preset("paper", width=1 / 16, num_iters=2, batch_size=4, steps=40,
-                 learning_rate=2e-3, val_every=40, log_every=5, checkpoint_every=1000,
+    # β₁ = 0.9, not the paper's 0: with β₁ = 0 every step is about lr·g/rms(g) entry-wise, so
+    # the signs of near-zero gradient entries, i.e. rounding, steer the trajectory; at lr 2e-3
+    # one seed's BI gain measured +1.4 dB with multithreaded Eigen and +0.0 dB without. With
+    # β₁ = 0.9 the outcome was the same to 0.01 dB under the default, single-threaded-Eigen and
+    # SSE4.2-only XLA:CPU configurations. The loop is under test, not the optimiser constants.
+    cfg = preset("paper", width=1 / 16, num_iters=2, batch_size=4, steps=40, b1=0.9,
+                 learning_rate=1e-3, val_every=40, log_every=5, checkpoint_every=1000,
                  val_images=8, problems=("bi", "pid"))
     train(cfg, images, val, tmp_path / "run", progress=False)
     recs = [json.loads(l) for l in (tmp_path / "run" / "validation.jsonl").read_text().splitlines()]
     start = next(r for r in recs if r["kind"] == "pinv_start")
     last = [r for r in recs if r["kind"] == "du_admm"][-1]
-    # Gains measured with seeds 0-3 (other initialisation, batch order and operators: a far
-    # larger perturbation than another machine's rounding): BI +5.4 to +5.9 dB, PID +6.8 to
-    # +7.0 dB. The 1 dB bar leaves a margin of more than 4 dB.
-    assert last["bi"] > start["bi"] + 1.0, (start, last)
-    assert last["pid"] > start["pid"] + 1.0, (start, last)
+    assert last["step"] == 40
+    assert last["bi"] > start["bi"] and last["pid"] > start["pid"], (start, last)
     logged = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == list(range(5, 41, 5))
-    # The logged loss is that of one random mixed batch of 4 (measured from 0.04 to 0.15 within
-    # one run, with no visible trend over 40 steps), so it is not compared. Instead: the loss on
-    # a FIXED set of training problems (8 training images x 4 operator draws), before and after.
-    # Measured after/before with seeds 0-3: 0.82 to 0.87; the bar 0.95 keeps a margin of 8
-    # points, larger than the spread across seeds (5 points).
+
     prior_fn, trained, _ = load_prior(tmp_path / "run" / "params")
     _, initial = build_prior(cfg)
     problems = tuple(get_problems()[n] for n in cfg.problems)
+    untrained = Validator(val, problems, cfg.num_iters, prior_fn)(initial)  # same operators
+    # Gains over the untrained prior measured with seeds 0-5 (other initialisation, batch order
+    # and operators, a far larger perturbation than rounding): BI +1.5 to +2.7 dB, PID +0.9 to
+    # +1.7 dB. The bars 0.5 and 0.3 dB keep about 1 and 0.6 dB of margin below the worst seed
+    # and are well clear of no training (gain 0).
+    assert last["bi"] > untrained["bi"] + 0.5, (untrained, last)
+    assert last["pid"] > untrained["pid"] + 0.3, (untrained, last)
+    # The logged loss is that of one random mixed batch of 4 (it varies 3x between steps), so
+    # it is not compared. Instead: the loss on a FIXED set of training problems (8 training
+    # images x 4 operator draws), before and after. Measured after/before with seeds 0-5: 0.60
+    # to 0.82; the bar 0.92 is clear of both that and no training (1.0).
     x = jnp.asarray(images[:8], jnp.float32) / 255.0
     loss = jax.jit(lambda p, k: du_admm_loss(prior_fn, p, x, k, problems, cfg)[0])
     keys = [jax.random.PRNGKey(100 + i) for i in range(4)]
     before = np.mean([float(loss(initial, k)) for k in keys])
     after = np.mean([float(loss(trained, k)) for k in keys])
-    assert after < 0.95 * before, (before, after)
+    assert after < 0.92 * before, (before, after)
 
 
 def test_batch_not_divisible_by_devices_error():
