@@ -77,6 +77,17 @@ def _as_batch_rho(rho: Array | float, batch: int, dtype: Any) -> Array:
     return rho
 
 
+def _as_schedule(rho: Array | float, num_iters: int, batch: int, dtype: Any) -> Array:
+    """ρ as a (T, B) schedule: a scalar or (B,) is repeated over the T iterations."""
+    rho = jnp.asarray(rho, dtype)
+    if rho.ndim == 2:
+        if rho.shape != (num_iters, batch):
+            raise ValueError(f"a rho schedule must have shape (num_iters, batch) = "
+                             f"({num_iters}, {batch}), got {rho.shape}")
+        return rho
+    return jnp.broadcast_to(_as_batch_rho(rho, batch, dtype), (num_iters, batch))
+
+
 def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
     """Raise clear errors for inconsistent inputs (shapes always; values when concrete).
 
@@ -92,6 +103,10 @@ def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
         raise ValueError("y is empty")
     batch = leaves[0].shape[0] if leaves[0].ndim else None
     expected = op.out_shape
+    if hasattr(op, "groups") and hasattr(op, "sizes"):  # OperatorGroups: one entry per group
+        _validate_grouped(op, y)
+        _checks.check_positive("rho", rho, "the ADMM penalty")
+        return
     if isinstance(expected[0], tuple):  # SelectOperator: one slot per branch
         if not isinstance(y, (tuple, list)) or len(y) != len(expected):
             raise ValueError(f"y must be a tuple of {len(expected)} measurement batches "
@@ -115,6 +130,22 @@ def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
     _checks.check_positive("rho", rho, "the ADMM penalty")
 
 
+def _validate_grouped(op: Any, y: Any) -> None:
+    if not isinstance(y, (tuple, list)) or len(y) != len(op.groups):
+        raise ValueError(f"y must be a tuple of {len(op.groups)} measurement batches, one per "
+                         f"group of the OperatorGroups ({', '.join(op.names)})")
+    for name, yg, sub, n in zip(op.names, y, op.groups, op.sizes):
+        validate_problem(sub, yg, 1.0)
+        if jax.tree_util.tree_leaves(yg)[0].shape[0] != n:
+            raise ValueError(f"y for group {name!r} has batch "
+                             f"{jax.tree_util.tree_leaves(yg)[0].shape[0]}, expected {n}")
+
+
+def _per_sample(rho: Array, like: Array) -> Array:
+    """(B,) -> (B, 1, ..., 1) broadcastable against ``like`` (B, ...)."""
+    return rho.reshape((-1,) + (1,) * (like.ndim - 1))
+
+
 def initial_state(op: LinearOperator, y: Any) -> ADMMState:
     """``z⁰ = A⁺ y``, ``u⁰ = 0``, ``x⁰ = z⁰`` (x⁰ is never used by the iteration)."""
     z0 = vmap_over_batch(lambda o, yy: o.pinv(yy), op, y)
@@ -123,7 +154,7 @@ def initial_state(op: LinearOperator, y: Any) -> ADMMState:
 
 def data_step(op: LinearOperator, aty: Array, v: Array, rho: Array) -> Array:
     """The exact Z-update ``(AᵀA + ρI)⁻¹ (Aᵀy + ρ v)`` for a batch (rho: (B,))."""
-    rhs = aty + rho[:, None, None, None] * v
+    rhs = aty + _per_sample(rho, v) * v
     return vmap_over_batch(lambda o, b, r: o.solve(b, r), op, rhs, rho)
 
 
@@ -142,10 +173,11 @@ def _rms(a: Array) -> Array:
 
 def data_objective(op: LinearOperator, y: Any, x: Array) -> Array:
     """½‖y − A x‖² per sample, shape (B,)."""
-    ax = vmap_over_batch(lambda o, xx: o.apply(xx), op, x)
-    sq = jax.tree_util.tree_map(
-        lambda a, b: jnp.sum(jnp.square(a - b), axis=tuple(range(1, a.ndim))), y, ax)
-    return 0.5 * sum(jax.tree_util.tree_leaves(sq))
+    def one(o: LinearOperator, yy: Any, xx: Array) -> Array:
+        sq = jax.tree_util.tree_map(lambda a, b: jnp.sum(jnp.square(a - b)), yy, o.apply(xx))
+        return 0.5 * sum(jax.tree_util.tree_leaves(sq))
+
+    return vmap_over_batch(one, op, y, x)
 
 
 def default_unroll(num_iters: int) -> int:
@@ -170,7 +202,8 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
       prox: ``prox(v, rho) -> x`` on (B, H, W, C) batches (see module docstring).
       op: operator (shared) or batch of operators.
       y: measurements, leading axis B.
-      rho: penalty, scalar or (B,), > 0.
+      rho: penalty, > 0: a scalar, (B,) (one per sample), or a schedule of shape (T, B)
+        (iteration t uses ``rho[t]``, e.g. from :class:`~admm_jax.rho_rules.LearnedRho`).
       num_iters: T, the number of iterations (static).
       z0: optional initial z (B, H, W, C); default ``A⁺ y``.
       unroll: scan unrolling (int, True/False) or "auto" (see :func:`default_unroll`).
@@ -193,10 +226,10 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
         op.check_image(z0, "z0")
         state = ADMMState(x=z0, z=z0, u=jnp.zeros_like(z0))
     batch = state.z.shape[0]
-    rho_b = _as_batch_rho(rho, batch, state.z.dtype)
+    rho_t = _as_schedule(rho, num_iters, batch, state.z.dtype)
     aty = vmap_over_batch(lambda o, yy: o.adjoint(yy), op, y)
 
-    def body(carry: ADMMState, _: Any) -> tuple[ADMMState, ADMMState | None]:
+    def body(carry: ADMMState, rho_b: Array) -> tuple[ADMMState, ADMMState | None]:
         new = admm_step(prox, op, aty, rho_b, carry)
         return new, (new if return_trajectory else None)
 
@@ -206,7 +239,7 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
         n_unroll = 1 if remat else default_unroll(num_iters)
     else:
         n_unroll = unroll
-    final, traj = jax.lax.scan(body, state, xs=None, length=num_iters, unroll=n_unroll)
+    final, traj = jax.lax.scan(body, state, xs=rho_t, length=num_iters, unroll=n_unroll)
     if return_trajectory:
         return final.z, traj
     return final.z
@@ -254,7 +287,7 @@ def converging_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, 
     def body(carry):
         t, st, active, iters, hist = carry
         new = admm_step(prox, op, aty, rho_b, st)
-        keep = active[:, None, None, None]
+        keep = _per_sample(active, st.z)
         st = ADMMState(*(jnp.where(keep, n, o) for n, o in zip(new, st)))
         rms = _rms(new.x - new.z)
         record = {"rms_xz": rms, "objective": data_objective(op, y, new.x)}

@@ -102,6 +102,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "remat": args.remat or None, "learning_rate": args.lr,
         "residual": (args.residual or args.gated) or None, "gated": args.gated or None,
         "loss": args.loss, "architecture": args.architecture,
+        "operator_mix": args.operator_mix, "rho_rule": args.rho_rule,
+        "init_weights": args.init_weights,
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
@@ -337,6 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", default=None, choices=["mse", "psnr"],
                    help="training loss: mse (the paper: MSE of z_T) or psnr (NOT the paper: "
                         "-mean per-sample PSNR, so easy problems are not traded for hard ones)")
+    t.add_argument("--operator-mix", default=None, choices=["problems", "families"],
+                   help="'problems' (the paper: a mix of --problems) or 'families' "
+                        "(randomised operator families, admm_jax.families; batch 10)")
+    t.add_argument("--rho-rule", default=None, choices=["fixed", "learned"],
+                   help="'fixed' (each problem's rho) or 'learned' (a per-iteration schedule "
+                        "rho_t(sigma) trained with the prior, admm_jax.rho_rules)")
+    t.add_argument("--init-weights", default=None,
+                   help="warm start from a weights folder written by train (<run>/params)")
     t.add_argument("--val-every", type=int, default=None,
                    help="steps between validation PSNR measurements on held-out images")
     t.add_argument("--distributed", action="store_true",

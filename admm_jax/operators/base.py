@@ -253,7 +253,11 @@ def vmap_over_batch(fn: Callable[..., Any], op: LinearOperator, *args: Any) -> A
     """Apply ``fn(op, *args)`` sample by sample over a batch.
 
     ``args`` all carry a leading batch axis. ``op`` is mapped along axis 0 if it is a batch of
-    operators (``op.is_batched``) and shared by every sample otherwise.
+    operators (``op.is_batched``) and shared by every sample otherwise. An
+    :class:`~admm_jax.operators.groups.OperatorGroups` runs one ``vmap`` per group (measurement
+    arguments are then tuples with one entry per group).
     """
+    if hasattr(op, "map") and hasattr(op, "groups"):  # OperatorGroups: one vmap per group
+        return op.map(fn, *args)
     op_axis = 0 if op.is_batched else None
     return jax.vmap(fn, in_axes=(op_axis,) + (0,) * len(args))(op, *args)

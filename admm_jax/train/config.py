@@ -29,6 +29,8 @@ PAPER = "paper"
 RELEASED = "released"
 LOSSES = ("mse", "psnr")
 ARCHITECTURES = ("paper", "unet")
+OPERATOR_MIXES = ("problems", "families")
+RHO_RULES = ("fixed", "learned")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,15 @@ class TrainConfig:
     problems: tuple[str, ...] = ("pid", "bi", "si", "sr")
     problem_probs: tuple[float, ...] | None = None
     per_sample_problems: bool = True
+    # "problems": the mix of ``problems`` above (the paper); "families": randomised operator
+    # families (admm_jax.families.FamilyMix; batch_size must be its 10 slots). Not in the paper.
+    operator_mix: str = "problems"
+    # "fixed": each problem's ρ (0.3 for families); "learned": a per-iteration schedule
+    # ρ_t(σ) trained with the prior (admm_jax.rho_rules). Not in the paper.
+    rho_rule: str = "fixed"
+    # warm start: a weights folder written by ``train`` (``<run>/params``) of the same
+    # architecture and width; its network parameters replace the random initialisation
+    init_weights: str | None = None
     remat: bool = False
     unroll: int | str = "auto"
     # the prior
@@ -71,6 +82,8 @@ class TrainConfig:
     @property
     def method_name(self) -> str:
         """Row label of this prior in the evaluation tables (names every non-paper option)."""
+        if self.operator_mix == "families":
+            return "general prior (operator families)"
         if self.architecture == "unet":
             return "DU-ADMM (U-Net prior)"
         if self.gated:
@@ -117,6 +130,18 @@ class TrainConfig:
         if self.architecture == "unet" and (self.residual or self.gated):
             raise ValueError("residual/gated apply to the paper architecture; the U-Net prior "
                              "is residual already")
+        if self.operator_mix not in OPERATOR_MIXES:
+            raise ValueError(f"operator_mix must be one of {OPERATOR_MIXES}, got "
+                             f"{self.operator_mix!r}")
+        if self.rho_rule not in RHO_RULES:
+            raise ValueError(f"rho_rule must be one of {RHO_RULES}, got {self.rho_rule!r}")
+        if self.operator_mix == "families":
+            from admm_jax.families import FamilyMix
+
+            if self.batch_size != FamilyMix().batch_size:
+                raise ValueError(f"operator_mix='families' lays out {FamilyMix().batch_size} "
+                                 f"samples per batch ({dict(FamilyMix().slots)}); got "
+                                 f"batch_size={self.batch_size}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):

@@ -42,6 +42,7 @@ from admm_jax.train.step import (
     TrainState,
     check_batch_divides,
     init_train_state,
+    loss_categories,
     make_mesh,
     make_train_step,
     shard_batch,
@@ -93,7 +94,36 @@ def build_prior(cfg: TrainConfig, seed: int | None = None):
     else:
         model = du_admm_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype,
                               residual=cfg.residual, gated=cfg.gated)
-    return make_prior_fn(model)
+    net_fn, net_params = make_prior_fn(model)
+    if cfg.rho_rule != "learned":
+        return net_fn, net_params
+    # the learned ρ schedule travels with the network: params = {"prior": ..., "rho": ...}
+    from admm_jax.rho_rules import init_rho_rule
+
+    return (lambda p, v: net_fn(p["prior"], v)), {"prior": net_params,
+                                                   "rho": init_rho_rule(cfg.num_iters)}
+
+
+def rho_rule_params(params: Any, cfg: TrainConfig) -> Any | None:
+    """The learned ρ-schedule parameters of a prior (None for a fixed-ρ prior)."""
+    return params["rho"] if cfg.rho_rule == "learned" else None
+
+
+def warm_start(params: Any, cfg: TrainConfig) -> Any:
+    """``params`` with the network part replaced by the weights in ``cfg.init_weights``."""
+    if not cfg.init_weights:
+        return params
+    _, loaded, src = load_prior(cfg.init_weights)
+    if (src.architecture, src.width, src.residual, src.gated) != (
+            cfg.architecture, cfg.width, cfg.residual, cfg.gated):
+        raise ValueError(
+            f"init_weights {cfg.init_weights}: architecture/width {src.architecture} "
+            f"{src.width} do not match the run's {cfg.architecture} {cfg.width}")
+    net = loaded["prior"] if src.rho_rule == "learned" else loaded
+    if cfg.rho_rule == "learned":
+        rho = loaded["rho"] if src.rho_rule == "learned" else params["rho"]
+        return {"prior": net, "rho": rho}
+    return net
 
 
 class Validator:
@@ -101,7 +131,7 @@ class Validator:
     PSNR of z after T unrolled iterations (and, once, of the pinv start z⁰)."""
 
     def __init__(self, images: np.ndarray, problems: tuple[Problem, ...], num_iters: int,
-                 prior_fn: Callable, seed: int = 12345):
+                 prior_fn: Callable, seed: int = 12345, learned_rho: bool = False):
         self.images = jnp.asarray(_to_float(np.asarray(images)))
         idx = jnp.arange(self.images.shape[0])
         key = jax.random.PRNGKey(seed)
@@ -112,8 +142,10 @@ class Validator:
             self._measured[p.name] = (op, y)
             self.start_psnr[p.name] = float(jnp.mean(psnr(initial_state(op, y).z, self.images)))
             self._solvers[p.name] = jax.jit(
-                lambda prm, o, yy, rho=p.rho: unrolled_admm(
-                    lambda v, r: prior_fn(prm, v), o, yy, rho, num_iters, validate=False))
+                lambda prm, o, yy, p=p: unrolled_admm(
+                    lambda v, r: prior_fn(prm, v), o, yy,
+                    _validation_rho(prm, p, jax.tree_util.tree_leaves(yy)[0].shape[0],
+                                    learned_rho), num_iters, validate=False))
 
     def __call__(self, params: Any) -> dict[str, float]:
         out = {}
@@ -122,6 +154,14 @@ class Validator:
             z = self._solvers[p.name](params, op, y)
             out[p.name] = float(jnp.mean(psnr(z, self.images)))
         return out
+
+
+def _validation_rho(params: Any, problem: Problem, batch: int, learned: bool) -> Any:
+    if not learned:
+        return problem.rho
+    from admm_jax.rho_rules import rho_for_batch
+
+    return rho_for_batch(params["rho"], problem.noise_std, batch)
 
 
 def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | None,
@@ -154,6 +194,10 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
         _checks.check_image_array("val_images", val_images)
     mesh = make_mesh()
     check_batch_divides(cfg.batch_size, mesh)
+    # the warm start is read (and checked) before anything is written; a resumed run then
+    # replaces these parameters with its checkpoint's
+    _, start_params = build_prior(cfg)
+    start_params = warm_start(start_params, cfg)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
     cfg_path = out / "config.json"
     if resume and cfg_path.exists():
@@ -166,7 +210,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
 
     all_problems = get_problems("paper")
     problems = tuple(all_problems[n] for n in cfg.problems)
-    prior_fn, params = build_prior(cfg)
+    prior_fn, _ = build_prior(cfg)
+    params = start_params
     tx = make_optimizer(cfg)
     state = init_train_state(params, tx, mesh)
     step_fn = make_train_step(prior_fn, tx, problems, cfg, mesh)
@@ -187,8 +232,10 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     # batches are prepared on a background thread; its state() is the position after the
     # last batch actually consumed, so checkpoints stay exact
     data = prefetch(data, size=2)
-    validator = (Validator(val_images[: cfg.val_images], problems, cfg.num_iters, prior_fn)
+    validator = (Validator(val_images[: cfg.val_images], problems, cfg.num_iters, prior_fn,
+                           learned_rho=cfg.rho_rule == "learned")
                  if val_images is not None and len(val_images) else None)
+    categories = loss_categories(problems, cfg)
     if validator is not None and start == 0:
         _append_jsonl(out / "validation.jsonl",
                       {"step": 0, "kind": "pinv_start", **validator.start_psnr})
@@ -225,9 +272,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
                 rec = {"step": done, "loss": loss, "steps_per_s": rate,
                        "images_per_s": rate * cfg.batch_size,
                        "grad_norm": float(metrics["grad_norm"])}
-                for p, l, c in zip(problems, np.asarray(metrics["loss_per_problem"]),
-                                   np.asarray(metrics["count_per_problem"])):
-                    rec[f"loss_{p.name}"] = float(l) if c > 0 else None
+                for name, l, c in zip(categories, np.asarray(metrics["loss_per_problem"]),
+                                      np.asarray(metrics["count_per_problem"])):
+                    rec[f"loss_{name}"] = float(l) if c > 0 else None
                 _append_jsonl(out / "metrics.jsonl", rec)
                 _append_csv(out / "metrics.csv", rec)
                 bar.set_postfix(loss=f"{loss:.4f}", it_s=f"{rate:.2f}")

@@ -23,7 +23,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from admm_jax.admm import unrolled_admm
+from admm_jax.families import FamilyMix, sample_family_batch
 from admm_jax.problems import Problem, measure_mixed
+from admm_jax.rho_rules import rho_for_batch
 from admm_jax.train.config import TrainConfig
 
 Array = jax.Array
@@ -61,8 +63,7 @@ def du_admm_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array,
     Returns (loss, aux) with aux["per_sample"] (B,), always the [−1, 1] MSE, and
     aux["problem"] (B,) int.
     """
-    op, y, rho, index = measure_mixed(problems, key, images, probs=cfg.problem_probs,
-                                      per_sample=cfg.per_sample_problems)
+    op, y, rho, index = _measure_batch(params, images, key, problems, cfg)
     prox = lambda v, _rho: prior_fn(params, v)
     z = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll, remat=cfg.remat,
                       validate=False)
@@ -73,6 +74,29 @@ def du_admm_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array,
     else:
         loss = jnp.mean(per_sample)
     return loss, {"per_sample": per_sample, "problem": index}
+
+
+def _measure_batch(params: Any, images: Array, key: Array, problems: tuple[Problem, ...],
+                   cfg: TrainConfig) -> tuple[Any, Any, Array, Array]:
+    """(operators, y, ρ, category of each sample) for the configured operator mix / ρ rule."""
+    if cfg.operator_mix == "families":
+        batch = sample_family_batch(FamilyMix(), key, images)
+        op, y, sigma, index = batch.op, batch.y, batch.sigma, batch.family
+        rho = jnp.full((images.shape[0],), 0.3, images.dtype)
+    else:
+        op, y, rho, index = measure_mixed(problems, key, images, probs=cfg.problem_probs,
+                                          per_sample=cfg.per_sample_problems)
+        sigma = jnp.asarray([p.noise_std for p in problems], images.dtype)[index]
+    if cfg.rho_rule == "learned":
+        rho = rho_for_batch(params["rho"], sigma, images.shape[0])
+    return op, y, rho, index
+
+
+def loss_categories(problems: tuple[Problem, ...], cfg: TrainConfig) -> tuple[str, ...]:
+    """Names of the per-category losses a step reports (problems, or operator families)."""
+    if cfg.operator_mix == "families":
+        return FamilyMix().families
+    return tuple(p.name for p in problems)
 
 
 def make_train_step(prior_fn: PriorFn, tx: optax.GradientTransformation,
@@ -98,7 +122,7 @@ def make_train_step(prior_fn: PriorFn, tx: optax.GradientTransformation,
         )(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        n_prob = len(problems)
+        n_prob = len(loss_categories(problems, cfg))
         onehot = jax.nn.one_hot(aux["problem"], n_prob)
         per_problem = (onehot * aux["per_sample"][:, None]).sum(0) / jnp.maximum(onehot.sum(0), 1)
         metrics = {"loss": loss, "loss_per_problem": per_problem,

@@ -1,0 +1,194 @@
+"""Operator families, the grouped batch (OperatorGroups) and the learned ρ schedule.
+
+References: dense float64 matrices of every family's operator (NumPy solve / pinv), each
+sample of a grouped batch solved alone, finite differences through the grouped unrolled ADMM,
+and a hand-written ADMM loop with a per-iteration ρ.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from admm_jax.admm import ADMMState, admm_step, initial_state, unrolled_admm
+from admm_jax.families import (
+    HELD_OUT_FAMILIES,
+    TRAINING_FAMILIES,
+    FamilyMix,
+    get_family,
+    measure_family,
+    sample_family_batch,
+)
+from admm_jax.operators.groups import OperatorGroups
+from admm_jax.rho_rules import init_rho_rule, rho_for_batch, rho_schedule
+from conftest import dense_matrix, take
+
+SHAPE = (20, 20, 3)
+D = int(np.prod(SHAPE))
+ALL = sorted(set(TRAINING_FAMILIES) | set(HELD_OUT_FAMILIES) - {"sr3"}) + ["sr3"]
+
+
+def _shape(name):
+    return (21, 21, 3) if name == "sr3" else SHAPE
+
+
+# ------------------------------------------------------------------ each family vs dense
+@pytest.mark.parametrize("name", ALL)
+def test_family_operator_matches_dense_float64(x64, name):
+    shape = _shape(name)
+    d = int(np.prod(shape))
+    op = get_family(name).make(jax.random.PRNGKey(7), shape)
+    a = dense_matrix(op)
+    gen = np.random.default_rng(0)
+    x, b = gen.normal(size=shape), gen.normal(size=shape)
+    y = gen.normal(size=a.shape[0])
+    y_tree = jnp.asarray(y.reshape(op.out_shape))
+    assert np.allclose(np.asarray(op.apply(jnp.asarray(x))).ravel(), a @ x.ravel(), atol=1e-10)
+    assert np.allclose(np.asarray(op.adjoint(y_tree)).ravel(), a.T @ y, atol=1e-10)
+    for rho in (0.05, 0.3, 2.0):
+        want = np.linalg.solve(a.T @ a + rho * np.eye(d), b.ravel())
+        got = np.asarray(op.solve(jnp.asarray(b), rho)).ravel()
+        assert np.max(np.abs(got - want)) <= 1e-9 * max(1.0, np.max(np.abs(want))), (name, rho)
+    rcond = getattr(op, "rcond", 1e-6)
+    want = np.linalg.pinv(a, rcond=rcond) @ y
+    got = np.asarray(op.pinv(y_tree)).ravel()
+    assert np.max(np.abs(got - want)) <= 1e-8 * max(1.0, np.max(np.abs(want))), name
+
+
+def test_unknown_family_lists_the_names():
+    with pytest.raises(ValueError, match="unknown operator family 'mri'.*inpaint"):
+        get_family("mri")
+    with pytest.raises(ValueError, match="held out"):
+        FamilyMix(families=("inpaint", "demosaic")).validate()
+
+
+# ------------------------------------------------------------------ the sampler
+def test_sampler_layout_noise_range_and_family_frequencies():
+    mix = FamilyMix(weights=(("inpaint", 2.0),))
+    mix.validate()
+    want = mix.probabilities("mask")  # inpaint 2/5, holes/block/lines 1/5 each
+    assert np.allclose(want, [0.4, 0.2, 0.2, 0.2])
+    images = jnp.full((mix.batch_size,) + SHAPE, 0.5, jnp.float32)
+    draw = jax.jit(lambda k: sample_family_batch(mix, k, images)[2:])
+    counts = np.zeros(len(mix.families))
+    n_draws = 400
+    for i in range(n_draws):
+        sigma, family = draw(jax.random.PRNGKey(i))
+        sigma, family = np.asarray(sigma), np.asarray(family)
+        assert np.all((sigma >= 0.0) & (sigma <= 0.1))
+        groups = [TRAINING_FAMILIES[mix.families[f]].group for f in family]
+        assert groups == [g for g, n in mix.slots for _ in range(n)]  # rows follow the slots
+        counts += np.bincount(family, minlength=len(mix.families))
+    mask_counts = counts[:4]  # inpaint, holes, block, lines: 4 mask slots per batch
+    n = 4 * n_draws
+    # binomial std of each frequency is <= sqrt(0.25 / 1600) = 0.0125: 4 std
+    assert np.max(np.abs(mask_counts / n - want)) < 0.05
+    assert counts[4] == 2 * n_draws and counts[5] == counts[6] == counts[7] == n_draws
+
+
+def test_grouped_batch_equals_each_sample_alone(x64):
+    """Every family in one OperatorGroups batch (a different ρ per sample) against each sample
+    solved on its own with its own operator, in float64."""
+    mix = FamilyMix()
+    gen = np.random.default_rng(1)
+    images = jnp.asarray(gen.uniform(size=(mix.batch_size,) + SHAPE))
+    batch = sample_family_batch(mix, jax.random.PRNGKey(3), images)
+    rho = jnp.linspace(0.1, 1.0, mix.batch_size)
+    prox = lambda v, r: jnp.tanh(v) * 0.9 + 0.05  # nonlinear, per-pixel: batches exactly
+    z = unrolled_admm(prox, batch.op, batch.y, rho, 4)
+    # one program per operator structure (samples of a group share it)
+    alone = jax.jit(lambda o, yy, r: unrolled_admm(prox, o, yy, r, 4, validate=False))
+    row = 0
+    for g, (op, y) in enumerate(zip(batch.op.groups, batch.y)):
+        for i in range(batch.op.sizes[g]):
+            one_op = take(op, i) if op.is_batched else op  # one operator, batch of one y
+            z_i = alone(one_op, y[i:i + 1], rho[row])
+            np.testing.assert_allclose(np.asarray(z[row]), np.asarray(z_i[0]), atol=1e-12)
+            row += 1
+    assert row == mix.batch_size
+
+
+def test_gradient_through_grouped_admm_matches_finite_differences(x64):
+    mix = FamilyMix(slots=(("mask", 1), ("blur", 1), ("fourier", 1), ("sr2", 1)))
+    gen = np.random.default_rng(2)
+    images = jnp.asarray(gen.uniform(size=(4,) + SHAPE))
+    batch = sample_family_batch(mix, jax.random.PRNGKey(5), images)
+
+    def loss(w):
+        prox = lambda v, r: jnp.tanh(w * v)
+        z = unrolled_admm(prox, batch.op, batch.y, 0.4, 3, validate=False)
+        return jnp.mean((z - images) ** 2)
+
+    w0 = 0.8
+    g = float(jax.grad(loss)(w0))
+    eps = 1e-5
+    fd = (float(loss(w0 + eps)) - float(loss(w0 - eps))) / (2 * eps)
+    assert abs(g - fd) <= 1e-6 * max(1.0, abs(fd))
+
+
+def test_operator_groups_errors():
+    m = get_family("inpaint").make
+    ops = jax.vmap(lambda k: m(k, SHAPE))(jax.random.split(jax.random.PRNGKey(0), 2))
+    sr = get_family("sr2").make(None, SHAPE)
+    with pytest.raises(ValueError, match="give its number of samples in sizes"):
+        OperatorGroups.create([ops, sr])
+    groups = OperatorGroups.create([ops, sr], names=("mask", "sr2"), sizes=(2, 1))
+    assert groups.batch_shape == (3,) and groups.offsets == (0, 2)
+    assert "closed form" in groups.solve_method
+    images = jnp.zeros((3,) + SHAPE)
+    y = (jnp.zeros((2,) + SHAPE), jnp.zeros((1, 10, 10, 3)))
+    with pytest.raises(ValueError, match="tuple of 2 measurement batches"):
+        unrolled_admm(lambda v, r: v, groups, y[0], 0.3, 2)
+    with pytest.raises(ValueError, match="one entry per group"):
+        groups.split((1, 2, 3), 0)
+    with pytest.raises(TypeError, match="no per-sample"):
+        groups.apply(images[0])
+    assert unrolled_admm(lambda v, r: v, groups, y, 0.3, 2).shape == images.shape
+
+
+def test_measure_family_noise_and_shapes():
+    images = jnp.full((2,) + SHAPE, 0.5, jnp.float32)
+    op, y = measure_family("demosaic", jax.random.PRNGKey(0), images, 0.0)
+    # one colour per pixel, RGGB
+    m = np.asarray(op.mask[0])
+    assert np.all(m.sum(-1) == 1) and m[0, 0, 0] == 1 and m[1, 1, 2] == 1 and m[0, 1, 1] == 1
+    np.testing.assert_allclose(np.asarray(y), 0.5 * m[None].repeat(2, 0), atol=0)
+    _, y = measure_family("sr2", jax.random.PRNGKey(0), images, 0.1)
+    assert y.shape == (2, 10, 10, 3) and 0.05 < float(jnp.std(y)) < 0.15
+
+
+# ------------------------------------------------------------------ the ρ schedule
+def test_rho_rule_starts_constant_and_follows_its_formula():
+    params = init_rho_rule(5, rho=0.3)
+    np.testing.assert_allclose(np.asarray(rho_schedule(params, jnp.array([0.0, 0.1]))), 0.3,
+                               rtol=1e-6)
+    p = {"log_rho": params["log_rho"], "slope": jnp.full((5,), 0.05)}  # b = 20·0.05 = 1
+    sched = np.asarray(rho_schedule(p, jnp.array([0.0, 0.05, 0.1])))
+    # ρ ∝ (σ + 0.01) with ρ(0.05) = 0.3
+    np.testing.assert_allclose(sched[:, 1], 0.3, rtol=1e-6)
+    np.testing.assert_allclose(sched[:, 0], 0.3 * 0.01 / 0.06, rtol=1e-5)
+    np.testing.assert_allclose(sched[:, 2], 0.3 * 0.11 / 0.06, rtol=1e-5)
+    assert rho_for_batch(params, 0.05, 7).shape == (5, 7)
+    with pytest.raises(ValueError, match="rho must be > 0"):
+        init_rho_rule(3, rho=0.0)
+
+
+def test_unrolled_admm_with_a_schedule_equals_a_hand_loop(x64):
+    op = get_family("blur").make(jax.random.PRNGKey(0), SHAPE)
+    gen = np.random.default_rng(3)
+    x = jnp.asarray(gen.uniform(size=(2,) + SHAPE))
+    ops = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), op)
+    y = jax.vmap(lambda o, xx: o.apply(xx))(ops, x)
+    sched = jnp.asarray(gen.uniform(0.05, 1.0, size=(4, 2)))
+    prox = lambda v, r: jnp.clip(v, 0.0, 1.0)
+    z = unrolled_admm(prox, ops, y, sched, 4)
+    state = initial_state(ops, y)
+    aty = jax.vmap(lambda o, yy: o.adjoint(yy))(ops, y)
+    for t in range(4):
+        state = admm_step(prox, ops, aty, sched[t], state)
+    np.testing.assert_allclose(np.asarray(z), np.asarray(state.z), atol=1e-13)
+    with pytest.raises(ValueError, match=r"schedule must have shape \(num_iters, batch\)"):
+        unrolled_admm(prox, ops, y, sched[:3], 4)
+    assert isinstance(state, ADMMState)
