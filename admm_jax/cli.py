@@ -103,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "residual": (args.residual or args.gated) or None, "gated": args.gated or None,
         "loss": args.loss, "architecture": args.architecture,
         "operator_mix": args.operator_mix, "rho_rule": args.rho_rule,
-        "init_weights": args.init_weights,
+        "objective": args.objective, "init_weights": args.init_weights,
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
@@ -122,7 +122,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                        progress=not args.no_progress)
     print(f"training on {len(train_images)} images from {args.data!r}; validating on "
           f"{len(val_images)} held-out images; width {cfg.width}, batch {cfg.batch_size}, "
-          f"T {cfg.num_iters}, {cfg.steps} steps ({cfg.preset} preset)")
+          f"{'denoiser objective' if cfg.objective == 'denoise' else f'T {cfg.num_iters}'}, "
+          f"{cfg.steps} steps ({cfg.preset} preset)")
     train(cfg, train_images, val_images, args.out, resume=args.resume,
           overwrite=args.overwrite, progress=not args.no_progress)
     print(f"outputs: {Path(args.out).absolute()}")
@@ -342,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--operator-mix", default=None, choices=["problems", "families"],
                    help="'problems' (the paper: a mix of --problems) or 'families' "
                         "(randomised operator families, admm_jax.families; batch 10)")
+    t.add_argument("--objective", default=None, choices=["unrolled", "denoise"],
+                   help="'unrolled' (DU-ADMM, the paper) or 'denoise' (NOT the paper: the prior "
+                        "alone as a blind Gaussian denoiser, sigma ~ U[0, 0.2], for PnP-ADMM, "
+                        "admm_jax.baselines.pnp; validation reports denoising PSNR)")
     t.add_argument("--rho-rule", default=None, choices=["fixed", "learned"],
                    help="'fixed' (each problem's rho) or 'learned' (a per-iteration schedule "
                         "rho_t(sigma) trained with the prior, admm_jax.rho_rules)")

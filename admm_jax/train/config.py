@@ -17,6 +17,13 @@ autoencoder for a small residual U-Net (:mod:`admm_jax.priors.unet`), and ``loss
 the mean MSE. The MSE of a mixed batch is dominated by the problems with large errors (PID, BI);
 the log makes every sample count by its *relative* error, so an easy problem (SR, whose pinv
 start is already near 29 dB on faces) is not sacrificed to the hard ones.
+
+``objective="denoise"`` (not in the paper; the plug-and-play baseline of issue #12) trains the
+same network as a plain blind Gaussian denoiser instead of inside unrolled ADMM: every sample
+draws σ ~ U[0, :data:`DENOISE_SIGMA_MAX`] (images in [0, 1]), the input is ``x + σ ξ`` (not
+clipped) and the loss (``loss`` "mse" or "psnr", as above) compares the network's output with
+``x``. No operator, ρ or T is involved; the trained network is used as the prox of PnP-ADMM
+(:mod:`admm_jax.baselines.pnp`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ LOSSES = ("mse", "psnr")
 ARCHITECTURES = ("paper", "unet")
 OPERATOR_MIXES = ("problems", "families")
 RHO_RULES = ("fixed", "learned")
+OBJECTIVES = ("unrolled", "denoise")
+#: the denoise objective draws the noise std per sample from U[0, DENOISE_SIGMA_MAX]
+DENOISE_SIGMA_MAX = 0.2
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class TrainConfig:
     # "fixed": each problem's ρ (0.3 for families); "learned": a per-iteration schedule
     # ρ_t(σ) trained with the prior (admm_jax.rho_rules). Not in the paper.
     rho_rule: str = "fixed"
+    # "unrolled": DU-ADMM (the loss of z_T after T unrolled iterations, the paper); "denoise":
+    # the prior alone, trained as a blind Gaussian denoiser, σ ~ U[0, 0.2] (module docstring)
+    objective: str = "unrolled"
     # warm start: a weights folder written by ``train`` (``<run>/params``) of the same
     # architecture and width; its network parameters replace the random initialisation
     init_weights: str | None = None
@@ -82,6 +95,8 @@ class TrainConfig:
     @property
     def method_name(self) -> str:
         """Row label of this prior in the evaluation tables (names every non-paper option)."""
+        if self.objective == "denoise":
+            return "PnP-ADMM (own denoiser)"
         if self.operator_mix == "families":
             return "general prior (operator families)"
         if self.architecture == "unet":
@@ -135,6 +150,13 @@ class TrainConfig:
                              f"{self.operator_mix!r}")
         if self.rho_rule not in RHO_RULES:
             raise ValueError(f"rho_rule must be one of {RHO_RULES}, got {self.rho_rule!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "denoise" and (self.operator_mix, self.rho_rule) != (
+                "problems", "fixed"):
+            raise ValueError(f"objective='denoise' trains a plain denoiser (no operator, no ρ): "
+                             f"it needs operator_mix='problems' and rho_rule='fixed', got "
+                             f"operator_mix={self.operator_mix!r}, rho_rule={self.rho_rule!r}")
         if self.operator_mix == "families":
             from admm_jax.families import FamilyMix
 

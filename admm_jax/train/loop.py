@@ -5,7 +5,8 @@ Output folder layout (``out_dir``)::
     config.json          the TrainConfig of the run
     metrics.jsonl        one JSON record per logged step (loss, per-problem loss, throughput)
     metrics.csv          the same, flat
-    validation.jsonl     periodic validation PSNR per problem (T unrolled iterations)
+    validation.jsonl     periodic validation PSNR per problem (T unrolled iterations), or
+                         denoising PSNR at σ = 0.05, 0.1, 0.2 for ``objective="denoise"``
     checkpoints/<step>/  orbax checkpoints (last ``keep_checkpoints``)
     params/              final parameters (orbax, loadable by ``load_prior``)
 
@@ -130,6 +131,8 @@ class Validator:
     """Fixed held-out images and one fixed operator per image and problem; reports the mean
     PSNR of z after T unrolled iterations (and, once, of the pinv start z⁰)."""
 
+    start_kind, kind = "pinv_start", "du_admm"  # the "kind" of its validation.jsonl records
+
     def __init__(self, images: np.ndarray, problems: tuple[Problem, ...], num_iters: int,
                  prior_fn: Callable, seed: int = 12345, learned_rho: bool = False):
         self.images = jnp.asarray(_to_float(np.asarray(images)))
@@ -154,6 +157,37 @@ class Validator:
             z = self._solvers[p.name](params, op, y)
             out[p.name] = float(jnp.mean(psnr(z, self.images)))
         return out
+
+
+class DenoiseValidator:
+    """For ``objective="denoise"``: fixed held-out images with fixed Gaussian noise at each σ
+    in :attr:`SIGMAS`; reports the mean PSNR of the denoised images (keys ``"denoise_<σ>"``,
+    e.g. ``"denoise_0.1"``) and, once, of the noisy inputs."""
+
+    SIGMAS = (0.05, 0.1, 0.2)
+    start_kind, kind = "noisy_input", "denoise"
+
+    def __init__(self, images: np.ndarray, prior_fn: Callable, seed: int = 12345):
+        self.images = jnp.asarray(_to_float(np.asarray(images)))
+        noise = jax.random.normal(jax.random.PRNGKey(seed), self.images.shape,
+                                  self.images.dtype)
+        self._noisy = {f"denoise_{s:g}": self.images + s * noise for s in self.SIGMAS}
+        self.start_psnr = {k: float(jnp.mean(psnr(v, self.images)))
+                           for k, v in self._noisy.items()}
+        self._denoise = jax.jit(prior_fn)
+
+    def __call__(self, params: Any) -> dict[str, float]:
+        return {k: float(jnp.mean(psnr(self._denoise(params, v), self.images)))
+                for k, v in self._noisy.items()}
+
+
+def make_validator(val_images: np.ndarray, problems: tuple[Problem, ...], prior_fn: Callable,
+                   cfg: TrainConfig) -> "Validator | DenoiseValidator":
+    """The periodic validation of a run: DU-ADMM PSNR per problem, or denoising PSNR."""
+    if cfg.objective == "denoise":
+        return DenoiseValidator(val_images, prior_fn)
+    return Validator(val_images, problems, cfg.num_iters, prior_fn,
+                     learned_rho=cfg.rho_rule == "learned")
 
 
 def _validation_rho(params: Any, problem: Problem, batch: int, learned: bool) -> Any:
@@ -202,10 +236,11 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     cfg_path = out / "config.json"
     if resume and cfg_path.exists():
         saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-        if (saved.architecture, saved.width, saved.compute_dtype, saved.batch_size) != (
-                cfg.architecture, cfg.width, cfg.compute_dtype, cfg.batch_size):
+        if (saved.architecture, saved.width, saved.compute_dtype, saved.batch_size,
+                saved.objective) != (cfg.architecture, cfg.width, cfg.compute_dtype,
+                                     cfg.batch_size, cfg.objective):
             raise ValueError(f"--resume: config in {cfg_path} differs in architecture/width/"
-                             f"dtype/batch from the one requested")
+                             f"dtype/batch/objective from the one requested")
     cfg_path.write_text(cfg.to_json())
 
     all_problems = get_problems("paper")
@@ -232,13 +267,12 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     # batches are prepared on a background thread; its state() is the position after the
     # last batch actually consumed, so checkpoints stay exact
     data = prefetch(data, size=2)
-    validator = (Validator(val_images[: cfg.val_images], problems, cfg.num_iters, prior_fn,
-                           learned_rho=cfg.rho_rule == "learned")
+    validator = (make_validator(val_images[: cfg.val_images], problems, prior_fn, cfg)
                  if val_images is not None and len(val_images) else None)
     categories = loss_categories(problems, cfg)
     if validator is not None and start == 0:
         _append_jsonl(out / "validation.jsonl",
-                      {"step": 0, "kind": "pinv_start", **validator.start_psnr})
+                      {"step": 0, "kind": validator.start_kind, **validator.start_psnr})
 
     def save(step: int) -> None:
         data_state = data.state() if callable(data.state) else data.state
@@ -282,7 +316,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
             periodic = cfg.val_every > 0 and done % cfg.val_every == 0  # 0: only at the end
             if validator is not None and (periodic or done == end):
                 val = validator(state.params)
-                _append_jsonl(out / "validation.jsonl", {"step": done, "kind": "du_admm", **val})
+                _append_jsonl(out / "validation.jsonl",
+                              {"step": done, "kind": validator.kind, **val})
                 bar.write(f"step {done}: validation PSNR " +
                           ", ".join(f"{k} {v:.2f}" for k, v in val.items()))
             if done % cfg.checkpoint_every == 0 and done != end:
@@ -294,7 +329,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
                 if validator is not None and (cfg.val_every <= 0 or done % cfg.val_every):
                     val = validator(state.params)
                     _append_jsonl(out / "validation.jsonl",
-                                  {"step": done, "kind": "du_admm", **val})
+                                  {"step": done, "kind": validator.kind, **val})
                 log(f"time budget of {time_budget_s:.0f} s spent after {done} steps")
                 break
         step = end

@@ -4,7 +4,8 @@ One step: draw a problem, an operator and ρ for every sample (or one per mini-b
 released preset), measure, run T unrolled ADMM iterations whose prior step is the network (the
 prior runs once per iteration on the whole batch; each sample's data step uses its own
 operator), take the MSE between z_T and the ground truth in the network's [−1, 1] domain, and
-apply clipped Adam.
+apply clipped Adam. With ``objective="denoise"`` the step trains the prior alone as a blind
+Gaussian denoiser (:func:`denoise_loss`; the plug-and-play baseline), with the same optimiser.
 
 Data parallelism is ``jax.jit`` over a 1-D device ``Mesh`` named ``"data"``: the image batch is
 sharded on axis 0, parameters and optimiser state are replicated, and XLA inserts the gradient
@@ -26,7 +27,7 @@ from admm_jax.admm import unrolled_admm
 from admm_jax.families import FamilyMix, sample_family_batch
 from admm_jax.problems import Problem, measure_mixed
 from admm_jax.rho_rules import rho_for_batch
-from admm_jax.train.config import TrainConfig
+from admm_jax.train.config import DENOISE_SIGMA_MAX, TrainConfig
 
 Array = jax.Array
 PriorFn = Callable[[Any, Array], Array]
@@ -62,18 +63,49 @@ def du_admm_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array,
 
     Returns (loss, aux) with aux["per_sample"] (B,), always the [−1, 1] MSE, and
     aux["problem"] (B,) int.
+
+    With ``cfg.objective == "denoise"`` this is :func:`denoise_loss` instead (no ADMM).
     """
+    if cfg.objective == "denoise":
+        return denoise_loss(prior_fn, params, images, key, cfg)
     op, y, rho, index = _measure_batch(params, images, key, problems, cfg)
     prox = lambda v, _rho: prior_fn(params, v)
     z = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll, remat=cfg.remat,
                       validate=False)
     per_sample = 4.0 * jnp.mean(jnp.square(z - images), axis=(1, 2, 3))
+    return _reduce_loss(per_sample, cfg), {"per_sample": per_sample, "problem": index}
+
+
+def _reduce_loss(per_sample: Array, cfg: TrainConfig) -> Array:
+    """Batch loss from the per-sample [−1, 1] MSE: its mean ("mse") or the mean of
+    10·log10 of the [0, 1] MSE ("psnr", = −mean PSNR)."""
     if cfg.loss == "psnr":
         # tiny floor only guards log(0) for a perfect reconstruction
-        loss = jnp.mean(10.0 * jnp.log10(per_sample / 4.0 + 1e-12))
-    else:
-        loss = jnp.mean(per_sample)
-    return loss, {"per_sample": per_sample, "problem": index}
+        return jnp.mean(10.0 * jnp.log10(per_sample / 4.0 + 1e-12))
+    return jnp.mean(per_sample)
+
+
+def denoise_noise(key: Array, images: Array) -> tuple[Array, Array]:
+    """The denoise objective's draw: (σ (B,) ~ U[0, DENOISE_SIGMA_MAX], noisy = x + σ ξ).
+
+    ``σ`` from ``split(key)[0]``, ``ξ`` standard normal from ``split(key)[1]``; not clipped."""
+    k_sigma, k_noise = jax.random.split(key)
+    sigma = jax.random.uniform(k_sigma, (images.shape[0],), images.dtype, 0.0,
+                               DENOISE_SIGMA_MAX)
+    noise = jax.random.normal(k_noise, images.shape, images.dtype)
+    return sigma, images + sigma.reshape((-1,) + (1,) * (images.ndim - 1)) * noise
+
+
+def denoise_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array, cfg: TrainConfig
+                 ) -> tuple[Array, dict[str, Array]]:
+    """The plain blind-denoiser loss (``objective="denoise"``, not in the paper): per sample
+    σ ~ U[0, 0.2], ``out = prior_fn(params, x + σ ξ)``, loss of ``out`` against ``x`` as in
+    :func:`du_admm_loss` (``cfg.loss``). aux["problem"] is 0 (the one category "denoise")."""
+    _, noisy = denoise_noise(key, images)
+    out = prior_fn(params, noisy)
+    per_sample = 4.0 * jnp.mean(jnp.square(out - images), axis=(1, 2, 3))
+    return _reduce_loss(per_sample, cfg), {
+        "per_sample": per_sample, "problem": jnp.zeros((images.shape[0],), jnp.int32)}
 
 
 def _measure_batch(params: Any, images: Array, key: Array, problems: tuple[Problem, ...],
@@ -93,7 +125,10 @@ def _measure_batch(params: Any, images: Array, key: Array, problems: tuple[Probl
 
 
 def loss_categories(problems: tuple[Problem, ...], cfg: TrainConfig) -> tuple[str, ...]:
-    """Names of the per-category losses a step reports (problems, or operator families)."""
+    """Names of the per-category losses a step reports (problems, operator families, or the
+    one category "denoise")."""
+    if cfg.objective == "denoise":
+        return ("denoise",)
     if cfg.operator_mix == "families":
         return FamilyMix().families
     return tuple(p.name for p in problems)
