@@ -230,7 +230,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     check_batch_divides(cfg.batch_size, mesh)
     # the warm start is read (and checked) before anything is written; a resumed run then
     # replaces these parameters with its checkpoint's
-    _, start_params = build_prior(cfg)
+    # (built once: each eager initialisation compiles one small program per layer shape)
+    prior_fn, start_params = build_prior(cfg)
     start_params = warm_start(start_params, cfg)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
     cfg_path = out / "config.json"
@@ -245,7 +246,6 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
 
     all_problems = get_problems("paper")
     problems = tuple(all_problems[n] for n in cfg.problems)
-    prior_fn, _ = build_prior(cfg)
     params = start_params
     tx = make_optimizer(cfg)
     state = init_train_state(params, tx, mesh)
