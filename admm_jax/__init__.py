@@ -21,6 +21,14 @@ from admm_jax.admm import (
     initial_state,
     unrolled_admm,
 )
+from admm_jax.families import (
+    HELD_OUT_FAMILIES,
+    TRAINING_FAMILIES,
+    FamilyMix,
+    get_family,
+    measure_family,
+    sample_family_batch,
+)
 from admm_jax.metrics import psnr, rms
 from admm_jax.operators import (
     BoxDownsample,
@@ -29,6 +37,7 @@ from admm_jax.operators import (
     FunctionOperator,
     LinearOperator,
     Mask,
+    OperatorGroups,
     SampledOrthonormal,
     SelectOperator,
     as_custom,
@@ -58,6 +67,7 @@ from admm_jax.problems import (
     measure_indexed,
     measure_mixed,
 )
+from admm_jax.rho_rules import init_rho_rule, rho_schedule
 from admm_jax.wavelets import dwt2, idwt2, soft_threshold, wavelet_l1_prox
 
 __version__ = "0.1.0"
@@ -93,4 +103,6 @@ __all__ = [
     "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",
     "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params", "unet_prior",
     "pretrained", "pretrained_names", "PretrainedPrior",
+    "OperatorGroups", "FamilyMix", "TRAINING_FAMILIES", "HELD_OUT_FAMILIES", "get_family",
+    "measure_family", "sample_family_batch", "init_rho_rule", "rho_schedule",
 ]

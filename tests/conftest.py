@@ -12,6 +12,19 @@ from pathlib import Path
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+# Compiled XLA programs are shared through JAX's persistent compilation cache: between the two
+# xdist workers, the subprocesses some tests start (multi-device, multi-process, kill/resume)
+# and successive runs. The programs and results are the same; only repeated compilations of an
+# identical program are skipped (keys include the HLO, the jax version and the backend). A user
+# setting wins; JAX_COMPILATION_CACHE_DIR="" would not disable it, so use
+# ADMM_JAX_TEST_NO_XLA_CACHE=1 for that.
+if not os.environ.get("ADMM_JAX_TEST_NO_XLA_CACHE"):
+    import tempfile
+
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                          os.path.join(tempfile.gettempdir(), "admm_jax_test_xla_cache"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 import jax
 import jax.numpy as jnp
 import numpy as np

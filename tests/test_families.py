@@ -192,3 +192,37 @@ def test_unrolled_admm_with_a_schedule_equals_a_hand_loop(x64):
     with pytest.raises(ValueError, match=r"schedule must have shape \(num_iters, batch\)"):
         unrolled_admm(prox, ops, y, sched[:3], 4)
     assert isinstance(state, ADMMState)
+
+
+# ------------------------------------------------------------------ training on families
+def test_family_loss_trains_the_rho_rule_and_reports_every_family():
+    """du_admm_loss with operator_mix="families" and a learned ρ rule: finite loss, a gradient
+    for every schedule parameter, one loss category per training family."""
+    from admm_jax.train import preset
+    from admm_jax.train.step import du_admm_loss, loss_categories
+
+    cfg = preset("paper", batch_size=10, num_iters=3, operator_mix="families",
+                 rho_rule="learned")
+    params = {"prior": jnp.asarray(0.9), "rho": init_rho_rule(3)}
+    prior_fn = lambda p, v: jnp.clip(p["prior"] * v + 0.05, 0.0, 1.0)  # noqa: E731
+    gen = np.random.default_rng(4)
+    images = jnp.asarray(gen.uniform(0.2, 0.8, size=(10, 32, 32, 3)), jnp.float32)
+    (loss, aux), grads = jax.jit(jax.value_and_grad(
+        lambda p: du_admm_loss(prior_fn, p, images, jax.random.PRNGKey(0), (), cfg),
+        has_aux=True))(params)
+    assert np.isfinite(float(loss))
+    for leaf in jax.tree_util.tree_leaves(grads["rho"]):
+        assert np.all(np.isfinite(np.asarray(leaf))) and np.any(np.asarray(leaf) != 0)
+    assert loss_categories((), cfg) == FamilyMix().families
+    assert aux["problem"].shape == (10,) and int(aux["problem"].max()) < 9
+
+
+def test_family_config_is_validated():
+    from admm_jax.train import preset
+
+    with pytest.raises(ValueError, match="lays out 10 samples"):
+        preset("paper", batch_size=8, operator_mix="families")
+    with pytest.raises(ValueError, match="operator_mix must be one of"):
+        preset("paper", operator_mix="all")
+    with pytest.raises(ValueError, match="rho_rule must be one of"):
+        preset("paper", rho_rule="auto")

@@ -30,6 +30,7 @@ from admm_jax.operators.custom import FunctionOperator, as_custom
 from admm_jax.operators.dense import DenseOperator, gaussian_cs
 from admm_jax.operators.downsample import BoxDownsample
 from admm_jax.operators.mask import Mask, block_mask, pixelwise_mask, scattered_mask
+from admm_jax.operators.groups import OperatorGroups
 from admm_jax.operators.mixture import SelectOperator
 from admm_jax.operators.orthonormal import (
     SampledOrthonormal,
@@ -47,7 +48,7 @@ __all__ = [
     "DenseOperator", "gaussian_cs",
     "CircularConvolution", "circular_kernel", "gaussian_blur", "box_blur",
     "FunctionOperator", "as_custom",
-    "SelectOperator",
+    "SelectOperator", "OperatorGroups",
     "SampledOrthonormal", "orthonormal_dct", "orthonormal_fft", "fourier_mask_cartesian",
     "fourier_mask_random", "subsampled_dct",
     "Composed", "Scaled", "Sum", "Transposed", "Stack", "WithCG", "compose", "scale", "add",
