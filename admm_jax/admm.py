@@ -81,10 +81,10 @@ def _as_schedule(rho: Array | float, num_iters: int, batch: int, dtype: Any) -> 
     """ρ as a (T, B) schedule: a scalar or (B,) is repeated over the T iterations."""
     rho = jnp.asarray(rho, dtype)
     if rho.ndim == 2:
-        if rho.shape != (num_iters, batch):
+        if rho.shape not in ((num_iters, batch), (num_iters, 1)):
             raise ValueError(f"a rho schedule must have shape (num_iters, batch) = "
-                             f"({num_iters}, {batch}), got {rho.shape}")
-        return rho
+                             f"({num_iters}, {batch}) or ({num_iters}, 1), got {rho.shape}")
+        return jnp.broadcast_to(rho, (num_iters, batch))
     return jnp.broadcast_to(_as_batch_rho(rho, batch, dtype), (num_iters, batch))
 
 
@@ -202,8 +202,8 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
       prox: ``prox(v, rho) -> x`` on (B, H, W, C) batches (see module docstring).
       op: operator (shared) or batch of operators.
       y: measurements, leading axis B.
-      rho: penalty, > 0: a scalar, (B,) (one per sample), or a schedule of shape (T, B)
-        (iteration t uses ``rho[t]``, e.g. from :class:`~admm_jax.rho_rules.LearnedRho`).
+      rho: penalty, > 0: a scalar, (B,) (one per sample), or a schedule of shape (T, B) or
+        (T, 1) (iteration t uses ``rho[t]``, e.g. from :class:`~admm_jax.rho_rules.LearnedRho`).
       num_iters: T, the number of iterations (static).
       z0: optional initial z (B, H, W, C); default ``A⁺ y``.
       unroll: scan unrolling (int, True/False) or "auto" (see :func:`default_unroll`).

@@ -203,30 +203,37 @@ def lift_to_rgb(op: LinearOperator) -> LinearOperator:
 
 
 def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = None,
-            rho: float | None = None, num_iters: int | None = None
-            ) -> tuple[np.ndarray, np.ndarray]:
+            rho: float | None = None, num_iters: int | None = None,
+            sigma: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Solve one measurement with a :class:`~admm_jax.pretrained_priors.PretrainedPrior`.
 
     Returns ``(z, start)``: the restored image after T (default: the prior's) unrolled ADMM
     iterations and the start ``A⁺y``, both of the operator's input shape (H, W, C) float32,
     not clipped. ``rho`` defaults to ``prior.rho_for(problem)`` (``inpaint`` uses the
-    scattered-inpainting ρ).
+    scattered-inpainting ρ); for a prior with a learned ρ rule (``general``) to its schedule
+    ρ_t(σ) at the noise level ``sigma`` (default: the problem's).
 
     Greyscale (C = 1): the measurement is solved as an RGB image whose three channels carry
     the same measurement (:func:`lift_to_rgb`, ``y`` replicated), and the three channels of the
     result are averaged. The priors were trained on colour images; run channel-replicated
     inside a one-channel ADMM instead, they lose 0.8–4.8 dB on inpainting (RESULTS.md §6).
     """
-    rho = prior.rho_for("si" if problem == "inpaint" else problem) if rho is None else rho
-    if not (np.isfinite(rho) and rho > 0):
-        raise ValueError(f"rho must be > 0, got {rho}")
     t = prior.num_iters if num_iters is None else num_iters
     if isinstance(t, bool) or int(t) != t or t < 1:
         raise ValueError(f"num_iters must be an integer >= 1, got {t}")
+    named = "si" if problem == "inpaint" else problem
+    if rho is None and getattr(prior, "rho_rule", None) is not None and t == prior.num_iters:
+        rho = np.asarray(prior.default_rho_for(named, sigma if sigma is not None else (
+            0.0 if named is None else None), t), np.float32)  # (T, 1) schedule
+    else:
+        rho = prior.rho_for(named) if rho is None else rho
+        if not (np.isfinite(rho) and rho > 0):
+            raise ValueError(f"rho must be > 0, got {rho}")
+        rho = np.float32(rho)
     grey = op.in_shape[-1] == 1
     if grey:
         op, y = lift_to_rgb(op), jnp.repeat(jnp.asarray(y), 3, axis=-1)
-    z, start = _compiled_solve(prior, int(t))(op, jnp.asarray(y)[None], jnp.float32(rho))
+    z, start = _compiled_solve(prior, int(t))(op, jnp.asarray(y)[None], jnp.asarray(rho))
     z, start = np.asarray(z[0]), np.asarray(start[0])
     if grey:
         z, start = z.mean(axis=-1, keepdims=True), start.mean(axis=-1, keepdims=True)
@@ -393,7 +400,8 @@ def restore_files(inputs: Sequence[str | Path], out_dir: str | Path, deg: Degrad
             op, y, x = simulate(deg, key, image)
         else:
             (op, y), x = observe(deg, image), None
-        z, start = restore(prior, op, y, problem=deg.problem, rho=rho, num_iters=num_iters)
+        z, start = restore(prior, op, y, problem=deg.problem, rho=rho, num_iters=num_iters,
+                           sigma=deg.sigma)
         rec = {"file": path.name, "problem": deg.problem, "height": z.shape[0],
                "width": z.shape[1], "channels": z.shape[2], "seconds": time.perf_counter() - t0}
         write_png(outs["restored"], z)

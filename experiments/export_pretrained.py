@@ -37,6 +37,15 @@ DATASETS = {
         "licence": "BSDS500: non-commercial research and education use (Berkeley); cite "
                    "Arbelaez et al., TPAMI 33(5), 2011",
     },
+    "general": {
+        "name": "UTKFace part 1 (train split), then operator families",
+        "detail": "the 'faces' prior (8,175 UTKFace faces, 64x64) fine-tuned on the same faces "
+                  "with randomised operator families (admm_jax.families.TRAINING_FAMILIES) and "
+                  "noise sigma ~ U[0, 0.1], learning a rho_t(sigma) rule "
+                  "(experiments/train_general_prior.sh)",
+        "licence": "UTKFace: non-commercial research use only, copyright stays with the image "
+                   "owners; cite Zhang, Song, Qi, CVPR 2017",
+    },
     "faces": {
         "name": "UTKFace part 1 (train split)",
         "detail": "8,175 aligned and cropped face photos (UTKFace crop_part1, exact duplicates "
@@ -141,6 +150,16 @@ def main(argv=None) -> int:
               f"{cfg.architecture!r}", file=sys.stderr)
         return 2
     problems = ("pid", "bi", "si", "sr")
+    rule = None
+    if cfg.rho_rule == "learned":  # the schedule goes to the JSON, the network to the .npz
+        from admm_jax.rho_rules import PARAM_SCALE, SIGMA_FLOOR, SIGMA_REF
+
+        rule = {k: np.asarray(v, np.float32).tolist() for k, v in params["rho"].items()}
+        rule["formula"] = (f"rho_t(sigma) = exp({PARAM_SCALE:g}*log_rho[t] + {PARAM_SCALE:g}*"
+                           f"slope[t]*log((sigma+{SIGMA_FLOOR})/({SIGMA_REF}+{SIGMA_FLOOR})))")
+        net_fn = apply_fn
+        params = params["prior"]
+        apply_fn = lambda p, x: net_fn({"prior": p}, x)  # noqa: E731
     meta = {
         "name": args.name, "architecture": "unet", "width": cfg.width, "levels": 3, "blocks": 1,
         "num_params": int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
@@ -157,6 +176,11 @@ def main(argv=None) -> int:
                      "from": str(args.src.relative_to(ROOT) if args.src.is_relative_to(ROOT)
                                  else args.src)},
     }
+    if rule is not None:
+        meta["rho_rule"] = rule
+        meta["training"]["problems"] = "operator families (admm_jax.families)"
+        meta["training"]["command"] = ("experiments/train_general_prior.sh (admm-jax train "
+                                       "--operator-mix families --rho-rule learned ...)")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "w.npz", **params_to_arrays(params))
@@ -168,8 +192,9 @@ def main(argv=None) -> int:
         if not np.array_equal(np.asarray(prior(xb)), np.asarray(apply_fn(params, xb))):
             print("error: the packaged prior differs from the original", file=sys.stderr)
             return 1
-        meta["rho_calibration"] = {"deblur": calibrate_deblur_rho(prior)}
-        meta["rho"]["deblur"] = meta["rho_calibration"]["deblur"]["best"]
+        if rule is None:  # a learned rule needs no calibration: it takes sigma
+            meta["rho_calibration"] = {"deblur": calibrate_deblur_rho(prior)}
+            meta["rho"]["deblur"] = meta["rho_calibration"]["deblur"]["best"]
         prior = load_pretrained_files(tmp / "w.npz", _write(tmp / "w.json", meta), args.name)
         meta["reference"] = reference_results(prior)
         dst.mkdir(parents=True, exist_ok=True)

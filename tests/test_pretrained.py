@@ -240,3 +240,39 @@ def test_non_editable_install_loads_the_shipped_priors(tmp_path):
     for name, r in out.items():
         for problem, want in r["want"].items():
             np.testing.assert_allclose(r["got"][problem], want, atol=PSNR_ATOL)
+
+
+def test_a_learned_rho_rule_in_the_metadata_drives_solve_and_restore(tmp_path):
+    """A prior shipped with a ``rho_rule`` (as the general prior is) uses ρ_t(σ) per iteration:
+    solve(op, y, sigma=...) equals unrolled_admm with that (T, B) schedule, the problem's noise
+    level stands in for sigma, and without either it asks for sigma."""
+    from admm_jax.rho_rules import rho_schedule
+
+    src = aj.pretrained("faces")
+    d = Path(importlib.resources.files("admm_jax.pretrained_priors")) / "weights"
+    meta = dict(src.metadata)
+    t = src.num_iters
+    meta["rho_rule"] = {"log_rho": list(np.linspace(-0.1, -0.02, t)),
+                        "slope": list(np.linspace(0.0, 0.05, t))}
+    (tmp_path / "g.json").write_text(json.dumps(meta))
+    prior = load_pretrained_files(d / "faces.npz", tmp_path / "g.json", "g")
+    assert "learned" in repr(prior)
+    rule = {k: jnp.asarray(v, jnp.float32) for k, v in meta["rho_rule"].items()}
+    np.testing.assert_allclose(np.asarray(prior.rho_schedule(0.03)),
+                               np.asarray(rho_schedule(rule, 0.03))[:, 0], rtol=1e-6)
+    x = jnp.asarray(bundled_dataset("test", n=2), jnp.float32)[:, :32, :32] / 255.0
+    op, y = aj.measure(aj.get_problem("pid"), jax.random.PRNGKey(0), x)
+    sched = jnp.broadcast_to(prior.rho_schedule(0.1)[:, None], (t, 2))
+    want = aj.unrolled_admm(prior, op, y, sched, t)
+    np.testing.assert_allclose(np.asarray(prior.solve(op, y, sigma=0.1)), np.asarray(want),
+                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(prior.solve(op, y, problem="pid")), np.asarray(want),
+                               atol=1e-6)  # pid's noise is 0.1
+    z, _ = restore(prior, jax.tree_util.tree_map(lambda a: a[0], op), y[0], sigma=0.1)
+    np.testing.assert_allclose(z, np.asarray(want[0]), atol=1e-5)
+    with pytest.raises(ValueError, match="give sigma="):
+        prior.solve(op, y)
+    with pytest.raises(ValueError, match="sigma"):
+        prior.rho_schedule(-0.1)
+    with pytest.raises(ValueError, match="no learned rho rule"):
+        src.rho_schedule(0.1)

@@ -71,6 +71,9 @@ class PretrainedPrior:
       num_iters: T, the number of unrolled ADMM iterations it was trained with.
       metadata: everything else in ``<name>.json`` (architecture, parameter count, training data
         and licence, training command, date, reference results).
+      rho_rule: for a prior trained with a learned ρ schedule (the ``general`` prior), its
+        parameters (:mod:`admm_jax.rho_rules`): :meth:`solve` then needs only (A, y, σ) and uses
+        ρ_t(σ) per iteration; ``None`` for priors with per-problem ρ.
     """
 
     name: str
@@ -81,6 +84,7 @@ class PretrainedPrior:
     num_iters: int
     metadata: Mapping[str, Any] = field(default_factory=dict)
     size_multiple: int = 4
+    rho_rule: Mapping[str, Any] | None = None
 
     # ------------------------------------------------------------------ the prox
     def __call__(self, v: Array, rho: Array | float | None = None) -> Array:
@@ -122,15 +126,51 @@ class PretrainedPrior:
             return self.default_rho
         return float(self.rho.get(problem, self.default_rho))
 
+    def rho_schedule(self, sigma: float | Array) -> Array:
+        """The learned ρ_t(σ) for noise std ``sigma`` ([0, 1] image range): (T,) for a scalar,
+        (T, B) for (B,) noise levels. Only for priors with a ``rho_rule``."""
+        if self.rho_rule is None:
+            raise ValueError(f"prior {self.name!r} has no learned rho rule; use rho_for(problem)")
+        from admm_jax import _checks
+        from admm_jax.rho_rules import rho_schedule
+
+        _checks.check_in_range("sigma", sigma, 0.0, 1.0)
+        sched = rho_schedule(self.rho_rule, sigma)
+        return sched[:, 0] if jnp.ndim(sigma) == 0 else sched
+
     def solve(self, op: Any, y: Any, *, rho: Array | float | None = None,
-              problem: str | None = None, num_iters: int | None = None) -> Array:
+              problem: str | None = None, sigma: float | None = None,
+              num_iters: int | None = None) -> Array:
         """``num_iters`` (default T) unrolled ADMM iterations with this prior: ``z`` of the
-        operator's input shape (batched like ``y``). ``rho`` defaults to :meth:`rho_for`."""
+        operator's input shape (batched like ``y``).
+
+        ρ: ``rho`` if given; else, for a prior with a learned rule, ρ_t(σ) with ``sigma`` (or
+        the named problem's noise level); else :meth:`rho_for` ``(problem)``."""
         from admm_jax.admm import unrolled_admm
 
-        rho = self.rho_for(problem) if rho is None else rho
-        return unrolled_admm(self, op, y, rho, self.num_iters if num_iters is None
-                             else num_iters)
+        t = self.num_iters if num_iters is None else num_iters
+        if rho is None:
+            rho = self.default_rho_for(problem, sigma, t)
+        return unrolled_admm(self, op, y, rho, t)
+
+    def default_rho_for(self, problem: str | None, sigma: float | None,
+                        num_iters: int | None = None) -> Array | float:
+        """What :meth:`solve` uses when no ρ is given: a (T, 1) schedule from the learned rule
+        (σ given, or the problem's noise level), or the per-problem ρ."""
+        t = self.num_iters if num_iters is None else num_iters
+        if self.rho_rule is not None and t == self.num_iters:
+            if sigma is None and problem is not None:
+                from admm_jax.problems import get_problems
+
+                known = get_problems("corrected")
+                sigma = known[problem].noise_std if problem in known else None
+            if sigma is None:
+                raise ValueError(f"prior {self.name!r} chooses rho from the noise level: give "
+                                 f"sigma= (noise std in the [0, 1] image range) or rho=")
+            return self.rho_schedule(float(sigma))[:, None]
+        if self.rho_rule is not None and sigma is None and problem is None:
+            return self.default_rho
+        return self.rho_for(problem)
 
     @property
     def num_params(self) -> int:
@@ -138,8 +178,9 @@ class PretrainedPrior:
 
     def __repr__(self) -> str:
         md = self.metadata
+        rho = "learned rho_t(sigma)" if self.rho_rule is not None else dict(self.rho)
         return (f"PretrainedPrior(name={self.name!r}, architecture={md.get('architecture')!r}, "
-                f"params={self.num_params:,}, T={self.num_iters}, rho={dict(self.rho)}, "
+                f"params={self.num_params:,}, T={self.num_iters}, rho={rho}, "
                 f"trained_on={md.get('training_data', {}).get('name')!r})")
 
 
@@ -205,7 +246,12 @@ def load_pretrained_files(npz_path: Any, json_path: Any, name: str | None = None
     except (OSError, ValueError) as exc:
         raise ValueError(f"{where}: unreadable weights {npz_path} ({exc})") from exc
     params = _fill_template(template, arrays, where)
-    return PretrainedPrior(
+    rule = meta.get("rho_rule")
+    if rule is not None:
+        rule = {k: jnp.asarray(rule[k], jnp.float32) for k in ("log_rho", "slope")}
+        if any(v.shape != (int(meta["num_iters"]),) for v in rule.values()):
+            raise ValueError(f"{where}: rho_rule must hold num_iters values per parameter")
+    return PretrainedPrior(rho_rule=rule,
         name=name or str(meta.get("name")), apply_fn=apply_fn, params=params,
         rho={k: float(v) for k, v in meta["rho"].items()},
         default_rho=float(meta["default_rho"]), num_iters=int(meta["num_iters"]),
@@ -217,7 +263,9 @@ def pretrained(name: str = "natural") -> PretrainedPrior:
     """Load a prior shipped with the package by name (offline; cached per process).
 
     ``"natural"``: residual U-Net trained end to end as DU-ADMM on BSDS500 natural photos;
-    ``"faces"``: the same architecture trained on UTKFace faces. :func:`pretrained_names` lists
+    ``"faces"``: the same architecture trained on UTKFace faces; ``"general"`` (where
+    installed): the faces prior fine-tuned on randomised operator families with a learned
+    ρ_t(σ) rule, for operators of your own (``prior.solve(op, y, sigma=...)``). :func:`pretrained_names` lists
     what this installation has. Raises ``ValueError`` naming the available priors for an
     unknown name.
     """
