@@ -275,3 +275,21 @@ class SolverWithAndWithoutJit(chex.TestCase):
         # CG stops at relative residual 1e-6 (float32): agreement to a few float32 ulps × T
         np.testing.assert_allclose(generic, closed, atol=2e-5)
         chex.assert_tree_all_finite(generic)
+
+
+def test_onenet_config_from_dict_refuses_unknown_keys_and_eval_config_is_frozen():
+    import dataclasses
+
+    from admm_jax.baselines.onenet_train import OneNetConfig
+    from admm_jax.evaluate.harness import EvalConfig
+
+    saved = dataclasses.asdict(OneNetConfig(width=0.25))
+    assert OneNetConfig.from_dict(saved) == OneNetConfig(width=0.25)
+    with pytest.raises(ValueError, match=r"unknown OneNetConfig keys: \['widht'\]; valid keys: "
+                                         r"\['width'"):
+        OneNetConfig.from_dict({**saved, "widht": 1.0})
+    cfg = EvalConfig(problems=("bi",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.seed = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="problem"):
+        EvalConfig(problems=("bi", "nope"))

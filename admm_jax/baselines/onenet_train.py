@@ -108,8 +108,13 @@ class OneNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "OneNetConfig":
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in
-                                                          dataclasses.fields(cls)}})
+        """Rebuild a saved config; unknown keys are refused (with the valid ones listed), as
+        ``TrainConfig.from_dict`` does, so a config from another version is never half-read."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown OneNetConfig keys: {unknown}; valid keys: {known}")
+        return cls(**d)
 
 
 #: Stream of the reference-batch key: ``fold_in(PRNGKey(seed), 1085)`` (1085 is the original's

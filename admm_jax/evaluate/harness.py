@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,15 +84,19 @@ def custom_method(name: str, prox: Callable[[Array, Array], Array],
     return Method(name, lambda p: prox, settings_fn)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
+    """One evaluation (Table 1 protocol): which problems, the settings preset, the data set
+    (only changes DU-ADMM's SR test-time T), images per compiled batch, the seed of the
+    operators and noise, and how many images the Table 2 picture grid shows. Validated on
+    construction."""
+
     problems: tuple[str, ...] = PAPER_PROBLEMS
     preset: str = "paper"
     dataset: str = "faces"  # "faces" | "natural" (SR test-time T of DU-ADMM)
     batch_size: int = 50
     seed: int = 0
     table2_images: int = 3
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = get_problems(self.preset, self.dataset)
