@@ -161,6 +161,8 @@ def main(argv=None) -> int:
 
 
 def markdown(results: dict) -> str:
+    from admm_jax.baselines.pnp import grid_edges
+
     about = results["_about"]
     lines = [
         "# PnP-ADMM with our denoiser: rho and iterations tuned on training faces", "",
@@ -168,15 +170,18 @@ def markdown(results: dict) -> str:
         f"`{about['data']}` ({about['first_file']} ... {about['last_file']}), 64x64; grid "
         f"rho in {about['rhos']}, iterations in {about['iters']}; mean PSNR of z (dB). "
         f"SR x3: {about['sr3']}. CS: {about['cs']}.", "",
-        "| operator | noise | images | rho | iterations | PSNR train | start (A⁺y) |",
-        "|---|---|---|---|---|---|---|",
+        "| operator | noise | images | rho | iterations | PSNR train | start (A⁺y) "
+        "| best on grid edge |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
         if name.startswith("_"):
             continue
+        g = r["grid"]
+        edges = grid_edges(g["rhos"], g["iters"], r["rho"], r["iters"])
         lines.append(f"| {name} | {r['noise']} | {r['n_images']} ({r['image_size']}²) | "
                      f"{r['rho']:g} | {r['iters']} | {r['psnr_train']:.2f} | "
-                     f"{r['start_psnr']:.2f} |")
+                     f"{r['start_psnr']:.2f} | {', '.join(edges) or '-'} |")
     cmds = about.get("commands", [about.get("command")])
     lines += [""] + [f"Command: `{c}`" for c in cmds] + [""]
     return "\n".join(lines)

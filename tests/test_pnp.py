@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from admm_jax.baselines.pnp import pnp_admm, tune_pnp
+from admm_jax.baselines.pnp import grid_edges, pnp_admm, tune_pnp
 from admm_jax.metrics import psnr
 from admm_jax.problems import get_problem, measure_indexed
 from admm_jax.train.config import DENOISE_SIGMA_MAX, TrainConfig
@@ -126,10 +126,17 @@ def test_tune_pnp_returns_the_argmax_of_its_grid():
     i, t = np.unravel_index(np.argmax(grid), grid.shape)
     assert (res["rho"], res["iters"], res["psnr"]) == (rhos[i], iters[t], grid[i, t])
     assert res["kind"] == "problem" and np.isfinite(res["start_psnr"])
+    assert res["at_edge"] == grid_edges(rhos, iters, res["rho"], res["iters"])
     # a cell is the mean PSNR of pnp_admm run for that many iterations on the same draw
     op, y = measure_indexed(get_problem("pid"), jax.random.PRNGKey(1), jnp.arange(4), x)
     z = pnp_admm(den, op, y, 0.3, num_iters=3)
     np.testing.assert_allclose(grid[1, 1], float(jnp.mean(psnr(z, x))), atol=1e-4)
+
+
+def test_grid_edges():
+    assert grid_edges((0.1, 1.0, 2.0), (5, 10), 1.0, 10) == ["iters max"]
+    assert grid_edges((0.1, 1.0), (5, 10), 0.1, 5) == ["rho min", "iters min"]
+    assert grid_edges((0.1,), (5, 10, 20), 0.1, 10) == []
 
 
 def test_tune_pnp_on_a_family_needs_a_noise_level():

@@ -130,6 +130,18 @@ def resolve_operator(family_or_problem: Any, noise_std: float | None = None):
                     f"{type(family_or_problem).__name__}")
 
 
+def grid_edges(rhos: Sequence[float], iters: Sequence[int], rho: float, num_iters: int
+               ) -> list[str]:
+    """Which bounds of a (ρ, iterations) grid the chosen cell lies on (a grid of one value has
+    no edge there)."""
+    out = []
+    for label, values, v in (("rho", rhos, rho), ("iters", iters, num_iters)):
+        if len(set(values)) > 1:
+            out += [f"{label} min"] if v == min(values) else []
+            out += [f"{label} max"] if v == max(values) else []
+    return out
+
+
 def tune_pnp(denoiser: Denoiser, family_or_problem: Any, images: Array,
              noise_std: float | None = None, rhos: Sequence[float] = DEFAULT_RHOS,
              iters: Sequence[int] = DEFAULT_ITERS, key: Array | None = None, *,
@@ -151,8 +163,9 @@ def tune_pnp(denoiser: Denoiser, family_or_problem: Any, images: Array,
     after t iterations equals that of ``pnp_admm(..., num_iters=t)``.
 
     Returns a dict: ``rho``, ``iters``, ``psnr`` (the best cell; ties go to the first in
-    row-major order; NaN cells, e.g. a divergent run, never win), ``start_psnr`` (mean PSNR of
-    the pinv start ``A⁺y``), ``name``, ``kind`` and ``grid`` = {"rhos": [...], "iters": [...],
+    row-major order; NaN cells, e.g. a divergent run, never win), ``at_edge`` (which grid
+    bounds the best cell sits on, e.g. ``["iters max"]``: widen the grid there), ``start_psnr``
+    (mean PSNR of the pinv start ``A⁺y``), ``name``, ``kind`` and ``grid`` = {"rhos": [...], "iters": [...],
     "psnr": len(rhos) × len(iters) nested list of mean PSNR}.
     """
     images = jnp.asarray(images)
@@ -198,5 +211,6 @@ def tune_pnp(denoiser: Denoiser, family_or_problem: Any, images: Array,
     masked = np.where(np.isfinite(table), table, -np.inf)
     bi, bt = np.unravel_index(int(np.argmax(masked)), table.shape)
     return {"name": name, "kind": kind, "rho": rhos[bi], "iters": iters[bt],
-            "psnr": float(table[bi, bt]), "start_psnr": start_psnr,
+            "psnr": float(table[bi, bt]),
+            "at_edge": grid_edges(rhos, iters, rhos[bi], iters[bt]), "start_psnr": start_psnr,
             "grid": {"rhos": rhos, "iters": iters, "psnr": table.tolist()}}
