@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -132,7 +130,7 @@ def draw_reference_batch(cfg: OneNetConfig, train_images: np.ndarray) -> np.ndar
     perturbed with :func:`onenet_noise` (key ``k_noise``), where ``k_idx, k_noise =
     split(fold_in(PRNGKey(cfg.seed), 1085))``. Deterministic given the config and the images.
     """
-    from admm_jax.train.loop import _to_float
+    from admm_jax.train.runtime import to_float
 
     n, n_ref = len(train_images), int(cfg.n_reference)
     if not 0 < n_ref <= n:
@@ -141,7 +139,7 @@ def draw_reference_batch(cfg: OneNetConfig, train_images: np.ndarray) -> np.ndar
     k_idx, k_noise = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(cfg.seed),
                                                          _REFERENCE_STREAM))
     idx = np.asarray(jax.random.choice(k_idx, n, (n_ref,), replace=False))
-    ref01 = jnp.asarray(_to_float(np.asarray(train_images[np.sort(idx)])))
+    ref01 = jnp.asarray(to_float(np.asarray(train_images[np.sort(idx)])))
     if cfg.reference_perturbed:
         ref01, _ = onenet_noise(k_noise, ref01)
     return np.asarray(2.0 * ref01 - 1.0, np.float32)
@@ -274,13 +272,11 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     fixed reference batch, drawn on a fresh run and reloaded on resume) and ``params/`` the
     stored reference statistics; see the module docstring.
     """
-    from tqdm.auto import tqdm
-
+    from admm_jax import _checks
     from admm_jax.data import BatchIterator, prefetch
     from admm_jax.train.checkpoint import Checkpointer
-    from admm_jax.train.loop import _append_csv, _append_jsonl, _to_float, prepare_output_dir
-
-    from admm_jax import _checks
+    from admm_jax.train.loop import prepare_output_dir
+    from admm_jax.train.runtime import Batches, Schedule, append_jsonl, run_steps, to_float
 
     # every check before the output folder is created: a refused run leaves nothing behind
     cfg.validate()
@@ -291,18 +287,8 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     step_fn, init = make_pretrain_step(cfg, splits)
     state = init(tuple(s[1] for s in splits))
     n_val = min(cfg.val_images, max(1, len(train_images) // 10))
-    val = _to_float(np.asarray(train_images[:n_val]))  # denoising sanity check only
-    reference = None  # VBN reference batch, [-1, 1] domain
-    if cfg.norm == "virtual_batch":
-        ref_file = out / REFERENCE_FILE
-        if resume and ref_file.exists():
-            reference = np.load(ref_file)
-            if reference.shape != (cfg.n_reference,) + tuple(np.shape(train_images)[1:]):
-                raise ValueError(f"{ref_file} holds a reference batch of shape "
-                                 f"{reference.shape}, which does not match the config")
-        else:
-            reference = draw_reference_batch(cfg, train_images)
-            np.save(ref_file, reference)
+    val = to_float(np.asarray(train_images[:n_val]))  # denoising sanity check only
+    reference = _reference_batch(cfg, train_images, out, resume)  # VBN only, [-1, 1] domain
     step_args = () if reference is None else (jnp.asarray(reference),)
     data = BatchIterator(train_images, cfg.batch_size, seed=cfg.seed)
     base_key = jax.random.PRNGKey(cfg.seed + 7)
@@ -313,54 +299,20 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
         data = BatchIterator.from_state(train_images, meta["data"])
         start = int(meta["step"])
         log(f"resumed OneNet pretraining from step {start}")
-
-    data = prefetch(data, size=2)
-
-    def data_state():
-        return data.state() if callable(data.state) else data.state
-
-    def save(step):
-        ckpt.save(step, state, {"step": step, "data": data_state(), "seed": cfg.seed})
-
-    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = tqdm(total=cfg.steps, initial=start, disable=not progress, desc="pretrain OneNet",
-               unit="step", dynamic_ncols=True)
-    t_last, n_last = time.perf_counter(), start
-    deadline = None if time_budget_s is None else t_last + float(time_budget_s)
-    out_of_time = False
-    metrics = None
-    try:
-        for step in range(start, end):
-            images = jnp.asarray(_to_float(next(data)))
-            state, metrics = step_fn(state, images, base_key, *step_args)
-            done = step + 1
-            if done % cfg.log_every == 0 or done == end:
-                rec = {"step": done, **{k: float(v) for k, v in metrics.items()}}
-                if not math.isfinite(rec["g_loss"]):
-                    save(done)
-                    raise FloatingPointError(f"OneNet loss became {rec['g_loss']} at {done}")
-                now = time.perf_counter()
-                rec["steps_per_s"] = (done - n_last) / max(now - t_last, 1e-9)
-                t_last, n_last = now, done
-                _append_jsonl(out / "metrics.jsonl", rec)
-                _append_csv(out / "metrics.csv", rec)
-                bar.set_postfix(g=f"{rec['g_loss']:.4f}", d=f"{rec['d_loss']:.4f}")
-            bar.update(1)
-            if done % cfg.checkpoint_every == 0 and done != end:
-                save(done)
-            if deadline is not None and time.perf_counter() >= deadline and done < end:
-                out_of_time, end = True, done
-                log(f"time budget of {time_budget_s:.0f} s spent after {done} steps")
-                break
-        save(end)
-    except KeyboardInterrupt:
-        save(int(state.step))
-        log(f"\ninterrupted: checkpoint saved at step {int(state.step)}; rerun with --resume")
-        raise
-    finally:
-        bar.close()
-        ckpt.close()
-        data.close()
+    batches = Batches(prefetch(data, size=2), lambda b: jnp.asarray(to_float(b)))
+    run = run_steps(
+        out=out, state=state, batches=batches,
+        step_fn=lambda st, images: step_fn(st, images, base_key, *step_args),
+        checkpointer=ckpt, start=start,
+        schedule=Schedule(total_steps=cfg.steps, log_every=cfg.log_every,
+                          checkpoint_every=cfg.checkpoint_every, seed=cfg.seed),
+        record=lambda step, m, rate: {**{k: float(v) for k, v in m.items()},
+                                      "steps_per_s": rate},
+        loss_key="g_loss",
+        postfix=lambda rec: {"g": f"{rec['g_loss']:.4f}", "d": f"{rec['d_loss']:.4f}"},
+        stop_after=stop_after, time_budget_s=time_budget_s, desc="pretrain OneNet",
+        progress=progress, log=log)
+    state, end, out_of_time = run.state, run.end, run.out_of_time
     summary = {"out_dir": str(out), "step": end}
     if end == cfg.steps or out_of_time:
         split, batch_stats = splits[0], None
@@ -371,11 +323,29 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
         den = (proj_fn(state.params[0], 2 * noisy - 1) + 1) / 2
         summary["val_noisy_psnr"] = float(jnp.mean(psnr(noisy, val)))
         summary["val_denoised_psnr"] = float(jnp.mean(psnr(den, val)))
-        _append_jsonl(out / "validation.jsonl", {"step": end, **summary})
+        append_jsonl(out / "validation.jsonl", {"step": end, **summary})
         _save_projector(out / "params", state.params[0], cfg, batch_stats=batch_stats,
                         reference=reference)
     log(f"OneNet outputs written to {out}")
     return summary
+
+
+def _reference_batch(cfg: OneNetConfig, train_images: np.ndarray, out: Path,
+                     resume: bool) -> np.ndarray | None:
+    """VBN: the run's fixed reference batch (drawn and saved on a fresh run, reloaded on
+    resume); None for instance norm."""
+    if cfg.norm != "virtual_batch":
+        return None
+    ref_file = out / REFERENCE_FILE
+    if resume and ref_file.exists():
+        reference = np.load(ref_file)
+        if reference.shape != (cfg.n_reference,) + tuple(np.shape(train_images)[1:]):
+            raise ValueError(f"{ref_file} holds a reference batch of shape {reference.shape}, "
+                             f"which does not match the config")
+        return reference
+    reference = draw_reference_batch(cfg, train_images)
+    np.save(ref_file, reference)
+    return reference
 
 
 def _store_reference_statistics(split, params, reference):

@@ -16,10 +16,7 @@ checkpoint stopped (same parameters, optimiser state, data order and operator dr
 
 from __future__ import annotations
 
-import csv
 import json
-import math
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,6 +35,7 @@ from admm_jax.train.checkpoint import (
     save_weights,
 )
 from admm_jax.train.config import TrainConfig
+from admm_jax.train.runtime import Batches, Schedule, append_jsonl, run_steps, to_float
 from admm_jax.train.optim import make_optimizer
 from admm_jax.train.step import (
     TrainState,
@@ -135,7 +133,7 @@ class Validator:
 
     def __init__(self, images: np.ndarray, problems: tuple[Problem, ...], num_iters: int,
                  prior_fn: Callable, seed: int = 12345, learned_rho: bool = False):
-        self.images = jnp.asarray(_to_float(np.asarray(images)))
+        self.images = jnp.asarray(to_float(np.asarray(images)))
         idx = jnp.arange(self.images.shape[0])
         key = jax.random.PRNGKey(seed)
         self.problems = problems
@@ -168,7 +166,7 @@ class DenoiseValidator:
     start_kind, kind = "noisy_input", "denoise"
 
     def __init__(self, images: np.ndarray, prior_fn: Callable, seed: int = 12345):
-        self.images = jnp.asarray(_to_float(np.asarray(images)))
+        self.images = jnp.asarray(to_float(np.asarray(images)))
         noise = jax.random.normal(jax.random.PRNGKey(seed), self.images.shape,
                                   self.images.dtype)
         self._noisy = {f"denoise_{s:g}": self.images + s * noise for s in self.SIGMAS}
@@ -231,28 +229,17 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     # the warm start is read (and checked) before anything is written; a resumed run then
     # replaces these parameters with its checkpoint's
     # (built once: each eager initialisation compiles one small program per layer shape)
-    prior_fn, start_params = build_prior(cfg)
-    start_params = warm_start(start_params, cfg)
+    prior_fn, params = build_prior(cfg)
+    params = warm_start(params, cfg)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
-    cfg_path = out / "config.json"
-    if resume and cfg_path.exists():
-        saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-        if (saved.architecture, saved.width, saved.compute_dtype, saved.batch_size,
-                saved.objective) != (cfg.architecture, cfg.width, cfg.compute_dtype,
-                                     cfg.batch_size, cfg.objective):
-            raise ValueError(f"--resume: config in {cfg_path} differs in architecture/width/"
-                             f"dtype/batch/objective from the one requested")
-    cfg_path.write_text(cfg.to_json())
+    _write_config(out, cfg, resume)
 
-    all_problems = get_problems("paper")
-    problems = tuple(all_problems[n] for n in cfg.problems)
-    params = start_params
+    problems = tuple(get_problems("paper")[n] for n in cfg.problems)
     tx = make_optimizer(cfg)
     state = init_train_state(params, tx, mesh)
     step_fn = make_train_step(prior_fn, tx, problems, cfg, mesh)
     data = BatchIterator(train_images, cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
     base_key = jax.random.PRNGKey(cfg.seed)
-
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     start = 0
     if resume:
@@ -264,93 +251,55 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
             start = int(meta["step"])
             log(f"resumed from step {start} ({out / 'checkpoints' / str(start)})")
 
-    # batches are prepared on a background thread; its state() is the position after the
-    # last batch actually consumed, so checkpoints stay exact
-    data = prefetch(data, size=2)
     validator = (make_validator(val_images[: cfg.val_images], problems, prior_fn, cfg)
                  if val_images is not None and len(val_images) else None)
-    categories = loss_categories(problems, cfg)
     if validator is not None and start == 0:
-        _append_jsonl(out / "validation.jsonl",
-                      {"step": 0, "kind": validator.start_kind, **validator.start_psnr})
-
-    def save(step: int) -> None:
-        data_state = data.state() if callable(data.state) else data.state
-        ckpt.save(step, state, {"step": step, "data": data_state, "seed": cfg.seed})
-
-    end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = _progress(start, cfg.steps, progress)
-    t_last, n_last = time.perf_counter(), start
-    deadline = None if time_budget_s is None else t_last + float(time_budget_s)
-    out_of_time = False
-    step = start
-    compile_s = None
-    try:
-        for step in range(start, end):
-            images = shard_batch(_to_float(next(data)), mesh)
-            t0 = time.perf_counter()
-            state, metrics = step_fn(state, images, base_key)
-            if compile_s is None:
-                jax.block_until_ready(metrics["loss"])
-                compile_s = time.perf_counter() - t0
-            done = step + 1
-            if done % cfg.log_every == 0 or done == end:
-                loss = float(metrics["loss"])
-                if not math.isfinite(loss):
-                    save(done)
-                    raise FloatingPointError(f"loss became {loss} at step {done}; "
-                                             f"checkpoint saved for inspection")
-                now = time.perf_counter()
-                rate = (done - n_last) / max(now - t_last, 1e-9)
-                t_last, n_last = now, done
-                rec = {"step": done, "loss": loss, "steps_per_s": rate,
-                       "images_per_s": rate * cfg.batch_size,
-                       "grad_norm": float(metrics["grad_norm"])}
-                for name, l, c in zip(categories, np.asarray(metrics["loss_per_problem"]),
-                                      np.asarray(metrics["count_per_problem"])):
-                    rec[f"loss_{name}"] = float(l) if c > 0 else None
-                _append_jsonl(out / "metrics.jsonl", rec)
-                _append_csv(out / "metrics.csv", rec)
-                bar.set_postfix(loss=f"{loss:.4f}", it_s=f"{rate:.2f}")
-            bar.update(1)
-            periodic = cfg.val_every > 0 and done % cfg.val_every == 0  # 0: only at the end
-            if validator is not None and (periodic or done == end):
-                val = validator(state.params)
-                _append_jsonl(out / "validation.jsonl",
-                              {"step": done, "kind": validator.kind, **val})
-                bar.write(f"step {done}: validation PSNR " +
-                          ", ".join(f"{k} {v:.2f}" for k, v in val.items()))
-            if done % cfg.checkpoint_every == 0 and done != end:
-                save(done)
-            if callback is not None:
-                callback(done, state)
-            if deadline is not None and time.perf_counter() >= deadline and done < end:
-                out_of_time, end = True, done
-                if validator is not None and (cfg.val_every <= 0 or done % cfg.val_every):
-                    val = validator(state.params)
-                    _append_jsonl(out / "validation.jsonl",
-                                  {"step": done, "kind": validator.kind, **val})
-                log(f"time budget of {time_budget_s:.0f} s spent after {done} steps")
-                break
-        step = end
-        save(end)
-    except KeyboardInterrupt:
-        done = int(state.step)
-        save(done)
-        log(f"\ninterrupted: checkpoint saved at step {done} in {out / 'checkpoints'}; "
-            f"rerun with --resume to continue")
-        raise
-    finally:
-        bar.close()
-        ckpt.close()
-        data.close()
-    if end == cfg.steps or out_of_time:
-        save_params(out / "params", state.params, cfg)
-    summary = {"out_dir": str(out), "step": end, "compile_s": compile_s,
-               "final_loss": float(metrics["loss"]) if end > start else None,
-               "params": state.params}
+        append_jsonl(out / "validation.jsonl",
+                     {"step": 0, "kind": validator.start_kind, **validator.start_psnr})
+    # batches are prepared on a background thread; its state() is the position after the
+    # last batch actually consumed, so checkpoints stay exact
+    run = run_steps(
+        out=out, state=state, batches=Batches(prefetch(data, size=2),
+                                              lambda b: shard_batch(to_float(b), mesh)),
+        step_fn=lambda st, images: step_fn(st, images, base_key), checkpointer=ckpt,
+        start=start, schedule=Schedule(cfg.steps, cfg.log_every, cfg.checkpoint_every,
+                                       cfg.val_every, cfg.seed),
+        record=_train_record(loss_categories(problems, cfg), cfg.batch_size),
+        validate=None if validator is None else (
+            lambda step, st: {"kind": validator.kind, **validator(st.params)}),
+        stop_after=stop_after, time_budget_s=time_budget_s, callback=callback,
+        desc="train DU-ADMM", progress=progress, log=log)
+    if run.finished:
+        save_params(out / "params", run.state.params, cfg)
     log(f"training outputs written to {out}")
-    return summary
+    return {"out_dir": str(out), "step": run.end, "compile_s": run.compile_s,
+            "final_loss": float(run.last_metrics["loss"]) if run.end > start else None,
+            "params": run.state.params}
+
+
+def _write_config(out: Path, cfg: TrainConfig, resume: bool) -> None:
+    """``config.json`` of the run; a resumed run must keep what its checkpoints depend on."""
+    cfg_path = out / "config.json"
+    if resume and cfg_path.exists():
+        saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+        keys = ("architecture", "width", "compute_dtype", "batch_size", "objective")
+        if any(getattr(saved, k) != getattr(cfg, k) for k in keys):
+            raise ValueError(f"--resume: config in {cfg_path} differs in architecture/width/"
+                             f"dtype/batch/objective from the one requested")
+    cfg_path.write_text(cfg.to_json())
+
+
+def _train_record(categories: tuple[str, ...], batch_size: int) -> Callable:
+    """The logged record of a training step: loss, throughput, gradient norm, loss per
+    problem (or family) of the batch (None where the batch had none)."""
+    def record(step: int, metrics: dict, rate: float) -> dict:
+        rec = {"loss": float(metrics["loss"]), "steps_per_s": rate,
+               "images_per_s": rate * batch_size, "grad_norm": float(metrics["grad_norm"])}
+        for name, l, c in zip(categories, np.asarray(metrics["loss_per_problem"]),
+                              np.asarray(metrics["count_per_problem"])):
+            rec[f"loss_{name}"] = float(l) if c > 0 else None
+        return rec
+    return record
 
 
 def save_params(path: Path, params: Any, cfg: TrainConfig) -> None:
@@ -376,31 +325,3 @@ def load_prior(path: str | Path):
     cfg = TrainConfig.from_dict(read_weights_config(path, "DU-ADMM prior"))
     prior_fn, template = build_prior(cfg)
     return prior_fn, restore_weights(path, template, "DU-ADMM prior"), cfg
-
-
-# --------------------------------------------------------------------------- helpers
-def _to_float(batch: np.ndarray) -> np.ndarray:
-    if batch.dtype == np.uint8:
-        return batch.astype(np.float32) / 255.0
-    return batch.astype(np.float32, copy=False)
-
-
-def _append_jsonl(path: Path, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-
-
-def _append_csv(path: Path, rec: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rec))
-        if new:
-            w.writeheader()
-        w.writerow(rec)
-
-
-def _progress(start: int, total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, disable=not enabled, desc="train DU-ADMM",
-                unit="step", dynamic_ncols=True)
