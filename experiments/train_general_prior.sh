@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/general_prior}
 DATA=${DATA:-../shared/data/utkface}
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
-    --architecture unet --width 0.25 --loss psnr --lr 2e-4 --batch 10 --steps 2000 \
+    --architecture unet --width 0.25 --loss psnr --lr 2e-4 --batch 10 --steps 1500 \
     --operator-mix families --rho-rule learned \
     --init-weights results/weights/utkface_du_admm_unet_w0.25 \
     --val-every 500 --checkpoint-every 250 "$@"

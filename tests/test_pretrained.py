@@ -25,7 +25,7 @@ from admm_jax.pretrained_priors import load_pretrained_files, pretrained_names
 from admm_jax.restore import Degradation, lift_to_rgb, restore, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("faces", "natural")
+NAMES = ("faces", "general", "natural")
 # PSNRs are recomputed through 8 float32 unrolled iterations of a 167k-parameter network; other
 # CPUs (vector width, thread count) round differently, which moves a PSNR by ~1e-4 dB. 0.02 dB
 # is far above that and far below any change of the weights or the solver that matters.
