@@ -97,12 +97,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="measurement key PRNGKey(seed)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other operators of an existing <out>/tuned.json (rerun some)")
+    ap.add_argument("--best-of", default=None, metavar="DIR,DIR,...",
+                    help="tune nothing: write <out>/tuned.json and .md with, per operator, the "
+                         "best entry of the tuned.json files in these folders (a union grid on "
+                         "the same images and draws)")
     ap.add_argument("--batch", type=int, default=None,
                     help="images per compiled call (default: all at once)")
     args = ap.parse_args(argv)
 
     from admm_jax.baselines.pnp import load_denoiser, tune_pnp
 
+    if args.best_of:
+        return best_of(args.best_of.split(","), Path(args.out))
     names = [n for n in args.operators.split(",") if n]
     unknown = sorted(set(names) - set(OPERATORS))
     if unknown:
@@ -160,6 +166,34 @@ def main(argv=None) -> int:
     return 0
 
 
+def best_of(folders: list[str], out: Path) -> int:
+    """Per operator, the entry with the highest training PSNR over several tuned.json files."""
+    runs = [(f, json.loads((Path(f) / "tuned.json").read_text())) for f in folders]
+    merged = {"_about": {**runs[0][1]["_about"], "best_of": folders,
+                         "rhos": "per entry (see its grid)", "iters": "per entry (see its grid)",
+                         "commands": [c for _, r in runs
+                                      for c in r["_about"].get("commands",
+                                                               [r["_about"].get("command")])]}}
+    merged["_about"].pop("command", None)
+    union: dict[str, tuple[set, set]] = {}
+    for folder, r in runs:
+        for name, entry in r.items():
+            if name.startswith("_"):
+                continue
+            rs, ts = union.setdefault(name, (set(), set()))
+            rs.update(entry["grid"]["rhos"])
+            ts.update(entry["grid"]["iters"])
+            if name not in merged or entry["psnr_train"] > merged[name]["psnr_train"]:
+                merged[name] = {**entry, "source": folder}
+    for name, (rs, ts) in union.items():  # the values tried over all files, for the edge test
+        merged[name]["tried"] = {"rhos": sorted(rs), "iters": sorted(ts)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuned.json").write_text(json.dumps(merged, indent=1))
+    (out / "tuned.md").write_text(markdown(merged))
+    print(f"wrote {out / 'tuned.json'} and {out / 'tuned.md'}")
+    return 0
+
+
 def markdown(results: dict) -> str:
     from admm_jax.baselines.pnp import grid_edges
 
@@ -171,17 +205,18 @@ def markdown(results: dict) -> str:
         f"rho in {about['rhos']}, iterations in {about['iters']}; mean PSNR of z (dB). "
         f"SR x3: {about['sr3']}. CS: {about['cs']}.", "",
         "| operator | noise | images | rho | iterations | PSNR train | start (A⁺y) "
-        "| best on grid edge |",
-        "|---|---|---|---|---|---|---|---|",
+        "| best on grid edge |" + (" from |" if "best_of" in about else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if "best_of" in about else ""),
     ]
     for name, r in results.items():
         if name.startswith("_"):
             continue
-        g = r["grid"]
+        g = r.get("tried", r["grid"])
         edges = grid_edges(g["rhos"], g["iters"], r["rho"], r["iters"])
         lines.append(f"| {name} | {r['noise']} | {r['n_images']} ({r['image_size']}²) | "
                      f"{r['rho']:g} | {r['iters']} | {r['psnr_train']:.2f} | "
-                     f"{r['start_psnr']:.2f} | {', '.join(edges) or '-'} |")
+                     f"{r['start_psnr']:.2f} | {', '.join(edges) or '-'} |"
+                     + (f" {r['source']} |" if "best_of" in about else ""))
     cmds = about.get("commands", [about.get("command")])
     lines += [""] + [f"Command: `{c}`" for c in cmds] + [""]
     return "\n".join(lines)
