@@ -62,7 +62,8 @@ def setting(name: str):
     if name == "cs_dct":
         return cs_dct_family(), 0.0, None, "sigma 0"
     if name == "sr3":
-        return name, HELD_OUT_SIGMA, SR3_CROP, f"sigma {HELD_OUT_SIGMA}, {SR3_CROP}x{SR3_CROP} centre crops"
+        note = f"sigma {HELD_OUT_SIGMA}, {SR3_CROP}x{SR3_CROP} centre crops"
+        return name, HELD_OUT_SIGMA, SR3_CROP, note
     return name, HELD_OUT_SIGMA, None, f"sigma {HELD_OUT_SIGMA}"
 
 

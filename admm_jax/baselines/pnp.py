@@ -165,8 +165,8 @@ def tune_pnp(denoiser: Denoiser, family_or_problem: Any, images: Array,
     Returns a dict: ``rho``, ``iters``, ``psnr`` (the best cell; ties go to the first in
     row-major order; NaN cells, e.g. a divergent run, never win), ``at_edge`` (which grid
     bounds the best cell sits on, e.g. ``["iters max"]``: widen the grid there), ``start_psnr``
-    (mean PSNR of the pinv start ``A⁺y``), ``name``, ``kind`` and ``grid`` = {"rhos": [...], "iters": [...],
-    "psnr": len(rhos) × len(iters) nested list of mean PSNR}.
+    (mean PSNR of the pinv start ``A⁺y``), ``name``, ``kind`` and ``grid`` = {"rhos": [...],
+    "iters": [...], "psnr": len(rhos) × len(iters) nested list of mean PSNR}.
     """
     images = jnp.asarray(images)
     _checks.check_unit_images("images", images)
