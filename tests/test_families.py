@@ -206,7 +206,7 @@ def test_family_loss_trains_the_rho_rule_and_reports_every_family():
     params = {"prior": jnp.asarray(0.9), "rho": init_rho_rule(3)}
     prior_fn = lambda p, v: jnp.clip(p["prior"] * v + 0.05, 0.0, 1.0)  # noqa: E731
     gen = np.random.default_rng(4)
-    images = jnp.asarray(gen.uniform(0.2, 0.8, size=(10, 32, 32, 3)), jnp.float32)
+    images = jnp.asarray(gen.uniform(0.2, 0.8, size=(10, 20, 20, 3)), jnp.float32)
     (loss, aux), grads = jax.jit(jax.value_and_grad(
         lambda p: du_admm_loss(prior_fn, p, images, jax.random.PRNGKey(0), (), cfg),
         has_aux=True))(params)

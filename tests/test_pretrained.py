@@ -52,9 +52,14 @@ def test_shipped_priors_are_listed_and_described():
         p = aj.pretrained(name)
         md = p.metadata
         assert p.num_params == md["num_params"] == 167_235  # width 1/4 U-Net
-        assert p.num_iters == 8 and set(p.rho) >= {"pid", "bi", "si", "sr", "deblur"}
+        assert p.num_iters == 8 and set(p.rho) >= {"pid", "bi", "si", "sr"}
         assert md["training_data"]["licence"] and md["training_data"]["name"]
-        assert md["exported"]["date"] and md["training"]["steps"] == 3000
+        if p.rho_rule is None:  # per-problem rho; deblurring's calibrated after training
+            assert "deblur" in p.rho and md["exported"]["date"]
+            assert md["training"]["steps"] == 3000
+        else:  # the general prior: a learned rho_t(sigma), fine-tuned 1,500 steps
+            assert md["rho_rule"]["formula"] and p.rho_schedule(0.05).shape == (8,)
+            assert md["exported"]["date"] and md["training"]["steps"] == 1500
         log = ROOT / md["training"]["log"]
         if log.parent.exists():  # the repository (not an installed wheel): the log is committed
             assert log.exists()

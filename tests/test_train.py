@@ -49,8 +49,8 @@ def _xla_flags(device_count: int | None) -> str:
     when None)."""
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
-    if device_count is not None:
-        flags.append(f"--xla_force_host_platform_device_count={device_count}")
+    if device_count is not None:  # first: XLA stops reading at a malformed entry
+        flags.insert(0, f"--xla_force_host_platform_device_count={device_count}")
     return " ".join(flags)
 
 
