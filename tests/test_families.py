@@ -118,7 +118,7 @@ def test_gradient_through_grouped_admm_matches_finite_differences(x64):
 
     def loss(w):
         prox = lambda v, r: jnp.tanh(w * v)
-        z = unrolled_admm(prox, batch.op, batch.y, 0.4, 3, validate=False)
+        z = unrolled_admm(prox, batch.op, batch.y, 0.4, 2, validate=False)
         return jnp.mean((z - images) ** 2)
 
     w0 = 0.8
