@@ -113,3 +113,29 @@ def smooth_images(n: int, seed: int = 0) -> np.ndarray:
     low = rng.random((n, 4, 4, 3))
     up = np.asarray(jax.image.resize(jnp.asarray(low), (n, 64, 64, 3), "cubic"))
     return (np.clip(up, 0, 1) * 255).astype(np.uint8)
+
+
+# The longest tests run first: pytest-xdist hands tests out in collection order, and a long test
+# collected late (test_reproduce.py sorts near the end) would run alone while the other worker
+# idles. Starting with the longest ones balances the two workers (longest-processing-time first).
+_LONGEST_FIRST = (
+    "test_reproduce.py::test_run_gives_each_learned_method_the_same_time",
+    "test_onenet_train.py::test_pretrain_two_steps_clamps_and_saves",
+    "test_onenet_train.py::test_vbn",
+    "test_train.py::test_tiny_training_improves_validation_psnr",
+    "test_train.py::test_two_processes_match_one_process",
+    "test_train.py::test_data_parallel_step_equals_single_device",
+    "test_pretrained.py::test_non_editable_install_loads_the_shipped_priors",
+    "test_train.py::test_sigkill_between_checkpoints",
+    "test_train.py::test_mixed_batch_matches_each_sample_alone",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        for i, key in enumerate(_LONGEST_FIRST):
+            if key in item.nodeid:
+                return i
+        return len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: everything else keeps its order
