@@ -319,7 +319,8 @@ class FamilyBatch(NamedTuple):
 
 
 def _draw_group(mix: FamilyMix, group: str, key: Array, images: Array
-                ) -> tuple[LinearOperator, Array, Array]:
+                ) -> tuple[LinearOperator, Array]:
+    """A batch of operators for ``images`` (one group's rows) and each sample's family index."""
     members = mix.members(group)
     shape = tuple(images.shape[1:])
     logits = jnp.log(jnp.asarray(mix.probabilities(group), jnp.float32))
@@ -341,7 +342,7 @@ def _draw_group(mix: FamilyMix, group: str, key: Array, images: Array
             return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(ops[0]), picked)
         op = jax.vmap(one)(keys, choice)
     index = jnp.asarray([mix.families.index(m.name) for m in members], jnp.int32)[choice]
-    return op, index, keys
+    return op, index
 
 
 def sample_family_batch(mix: FamilyMix, key: Array, images: Array) -> FamilyBatch:
@@ -359,7 +360,7 @@ def sample_family_batch(mix: FamilyMix, key: Array, images: Array) -> FamilyBatc
     ops, ys, fam, start = [], [], [], 0
     for g, (group, n) in enumerate(mix.slots):
         x = images[start:start + n]
-        op, index, _ = _draw_group(mix, group, jax.random.fold_in(k_groups, g), x)
+        op, index = _draw_group(mix, group, jax.random.fold_in(k_groups, g), x)
         y = jax.vmap(lambda o, xx: o.apply(xx), in_axes=(0 if op.is_batched else None, 0))(
             op, x)
         noise = jax.random.normal(jax.random.fold_in(k_noise, g), y.shape, y.dtype)
