@@ -269,12 +269,16 @@ def test_a_learned_rho_rule_in_the_metadata_drives_solve_and_restore(tmp_path):
     op, y = aj.measure(aj.get_problem("pid"), jax.random.PRNGKey(0), x)
     sched = jnp.broadcast_to(prior.rho_schedule(0.1)[:, None], (t, 2))
     want = aj.unrolled_admm(prior, op, y, sched, t)
+    # other programs and batch sizes round differently through 8 float32 network passes;
+    # 2e-4 is far below what another rho changes (> 1e-2 here)
     np.testing.assert_allclose(np.asarray(prior.solve(op, y, sigma=0.1)), np.asarray(want),
-                               atol=1e-6)
+                               atol=2e-4)
     np.testing.assert_allclose(np.asarray(prior.solve(op, y, problem="pid")), np.asarray(want),
-                               atol=1e-6)  # pid's noise is 0.1
+                               atol=2e-4)  # pid's noise is 0.1
     z, _ = restore(prior, jax.tree_util.tree_map(lambda a: a[0], op), y[0], sigma=0.1)
-    np.testing.assert_allclose(z, np.asarray(want[0]), atol=1e-5)
+    np.testing.assert_allclose(z, np.asarray(want[0]), atol=2e-4)
+    other = aj.unrolled_admm(prior, op, y, 0.3, t)  # the check can fail: a constant rho differs
+    assert float(jnp.max(jnp.abs(other - want))) > 1e-2
     with pytest.raises(ValueError, match="give sigma="):
         prior.solve(op, y)
     with pytest.raises(ValueError, match="sigma"):
