@@ -43,6 +43,7 @@ from admm_jax.operators import (
     as_custom,
     block_mask,
     box_blur,
+    check_linearity,
     circular_kernel,
     fourier_mask_cartesian,
     fourier_mask_random,
@@ -66,6 +67,14 @@ from admm_jax.problems import (
     measure,
     measure_indexed,
     measure_mixed,
+)
+from admm_jax.presets import (
+    IterativeSettings,
+    Preset,
+    ProblemSettings,
+    WaveletSettings,
+    get_preset,
+    training_rho,
 )
 from admm_jax.rho_rules import init_rho_rule, rho_schedule
 from admm_jax.wavelets import dwt2, idwt2, soft_threshold, wavelet_l1_prox
@@ -94,12 +103,15 @@ __all__ = [
     "unrolled_admm", "psnr", "rms",
     "BoxDownsample", "CircularConvolution", "DenseOperator", "FunctionOperator",
     "LinearOperator", "Mask", "SelectOperator", "as_custom", "block_mask", "box_blur",
+    "check_linearity",
     "circular_kernel", "gaussian_blur", "gaussian_cs", "operator_pytree", "pixelwise_mask",
     "scattered_mask", "static_field",
     "SampledOrthonormal", "orthonormal_dct", "orthonormal_fft", "fourier_mask_cartesian",
     "fourier_mask_random", "subsampled_dct", "stack", "with_cg",
     "PAPER_PROBLEMS", "Problem", "get_problem", "get_problems", "measure", "measure_indexed",
     "measure_mixed",
+    "IterativeSettings", "Preset", "ProblemSettings", "WaveletSettings", "get_preset",
+    "training_rho",
     "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",
     "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params", "unet_prior",
     "pretrained", "pretrained_names", "PretrainedPrior",

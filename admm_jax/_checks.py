@@ -17,7 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _is_concrete(x: Any) -> bool:
+def is_concrete(x: Any) -> bool:
+    """True unless ``x`` is a JAX tracer (inside ``jit``/``vmap``/``grad`` values are unknown)."""
     return not isinstance(x, jax.core.Tracer)
 
 
@@ -44,7 +45,7 @@ def check_shape(name: str, x: Any, expected: tuple[int, ...], what: str = "") ->
 
 def check_finite(name: str, x: Any) -> None:
     """Raise ``ValueError`` if a concrete array holds NaN or Inf."""
-    if _is_concrete(x):
+    if is_concrete(x):
         arr = np.asarray(x)
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             n_bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
@@ -56,7 +57,7 @@ def check_positive(name: str, x: Any, meaning: str = "") -> None:
 
     ``meaning`` (e.g. "the ADMM penalty") is added to the message after the name.
     """
-    if _is_concrete(x):
+    if is_concrete(x):
         arr = np.asarray(x)
         what = f" ({meaning})" if meaning else ""
         if not np.all(np.isfinite(arr)):
@@ -90,7 +91,7 @@ def check_in_range(name: str, value: Any, low: float, high: float, *,
     """``value`` as a float; ``ValueError`` unless it is finite and in the interval (open or
     closed at each end, as given). The message shows the interval in the usual notation.
     A traced value is returned unchecked."""
-    if not _is_concrete(value):
+    if not is_concrete(value):
         return value
     interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
     try:
@@ -124,9 +125,9 @@ def check_probabilities(name: str, probs: Any, k: int, what: str = "choice") -> 
     """
     shape = tuple(np.shape(probs))
     if shape != (k,):
-        shown = np.asarray(probs).tolist() if _is_concrete(probs) else f"shape {shape}"
+        shown = np.asarray(probs).tolist() if is_concrete(probs) else f"shape {shape}"
         raise ValueError(f"{name} must have one entry per {what} ({k}), got {shown}.")
-    if _is_concrete(probs):
+    if is_concrete(probs):
         arr = np.asarray(probs, np.float64)
         if not np.all(np.isfinite(arr)) or np.any(arr < 0) or arr.sum() <= 0:
             raise ValueError(f"{name} must be finite and >= 0 with a positive sum "
@@ -153,7 +154,7 @@ def check_unit_images(name: str, x: Any) -> None:
     images must be converted, see :func:`check_float`); when concrete, ``ValueError`` for
     non-finite values or values outside [0, 1] by more than :data:`IMAGE_RANGE_SLACK`."""
     check_float(name, x)
-    if _is_concrete(x):
+    if is_concrete(x):
         check_finite(name, x)
         arr = np.asarray(x)
         if arr.size and (arr.min() < -IMAGE_RANGE_SLACK or arr.max() > 1 + IMAGE_RANGE_SLACK):

@@ -309,7 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the full traceback of an error (may also follow the "
                              "command)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_parser(sub)
+    _add_pretrain_onenet_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_reproduce_parser(sub)
+    _add_solve_parser(sub)
+    return parser
 
+
+def _add_train_parser(sub) -> None:
     t = sub.add_parser("train", help="train the DU-ADMM prior end to end",
                        description="Train the DU-ADMM prior (T unrolled ADMM iterations, mixed "
                                    "problems per mini-batch, clipped Adam).")
@@ -358,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="call jax.distributed.initialize() first (multi-host data parallel)")
     t.set_defaults(func=cmd_train)
 
+
+def _add_pretrain_onenet_parser(sub) -> None:
     o = sub.add_parser("pretrain-onenet", help="adversarially pretrain the OneNet projector",
                        description="Pretrain the original OneNet projector (denoising "
                                    "autoencoder + image and latent discriminators).")
@@ -369,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "virtual_batch (original OneNet, with a fixed reference batch)")
     o.set_defaults(func=cmd_pretrain_onenet)
 
+
+def _add_evaluate_parser(sub) -> None:
     e = sub.add_parser("evaluate", help="Table 1 / Table 2 / convergence plots",
                        description="Evaluate DU-ADMM, OneNet and wavelet-l1 on held-out "
                                    "images; writes table.{md,csv,json}, per_image.csv, "
@@ -382,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--problems", default="pid,bi,si,sr",
                    help="comma list of problems (pid, bi, si, sr, cs, deblur)")
     e.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
-                   help="test protocol (caps, T, SR adjoint), see admm_jax.problems")
+                   help="test protocol (caps, T, SR adjoint), see admm_jax.presets")
     e.add_argument("--dataset", default="faces", choices=["faces", "natural"],
                    help="only sets DU-ADMM's SR test-time T (13 faces / 11 natural)")
     e.add_argument("--batch", type=int, default=50, help="images per compiled batch")
@@ -392,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(problem, method) blocks are kept)")
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="the main job: train, pretrain, evaluate, Table 1",
                        description="Train DU-ADMM and OneNet, evaluate the three methods and "
                                    "print Table 1. --preset quick runs on a 2-core CPU in about "
@@ -406,8 +420,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_args(r, out_default="outputs/reproduce",
                      resume_help="skip finished stages, continue the interrupted one")
     r.set_defaults(func=cmd_reproduce)
-    _add_solve_parser(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,27 +1,18 @@
-"""Named inverse problems and the per-method settings of the paper and of its released code.
+"""Named inverse problems: measurement models ``y = A x + σ ξ``.
 
-One place documents what every number means:
+A :class:`Problem` says only how to draw an operator ``A`` for an image shape and how much
+Gaussian noise to add (σ, ``noise_std``, in the [0, 1] image domain). How each *method* solves it
+(ρ, tolerance, iteration cap, wavelet λ) and the test-time super-resolution adjoint of the
+paper's protocols are settings of the methods, kept per preset in :mod:`admm_jax.presets`.
 
-* ``rho`` (ρ): ADMM penalty of the constraint x = z. It weighs the prior's output against the
-  measurements in the data step ``z = (AᵀA + ρI)⁻¹(Aᵀy + ρ(x − u))``: a larger ρ trusts the prior
-  more. Used by DU-ADMM (training and test) and OneNet.
-* ``noise_std`` (σ): std of the i.i.d. Gaussian noise added to ``A x`` in the [0, 1] image domain.
-* ``tol``: stop when RMS(x − z) < tol after a full iteration ([0, 1] domain).
-* ``max_iters``: iteration cap; for DU-ADMM it is the test-time number of unrolled iterations T.
-* wavelet ``lam`` (λ): weight of ‖W x‖₁; with penalty α the soft threshold is λ/α.
-* ``sr_adjoint_scale``: 1 = true adjoint; 4 = the released code's test-time SR step
-  (ρ_eff = ρ/4, spec §3.1 / B4), which the paper's published SR numbers depend on.
-
-Presets (spec §4.3, §8): ``"paper"`` (default) follows the paper's text and what its tables imply
-(OneNet SR cap 30, wavelet cap 300, DU-ADMM SR T = 13 on faces / 11 on natural images);
-``"released"`` follows ``test.py`` of the released code (OneNet cap 300, wavelet cap 100,
-DU-ADMM T = 8 everywhere). Both evaluate SR with the legacy 4× adjoint, as the published numbers
-were produced; ``"corrected"`` is the paper preset with the true SR adjoint.
+The paper's four problems are ``pid`` (pixelwise inpainting-denoising: half the pixels dropped,
+σ = 0.1), ``bi`` (a centred block of 30 % of the side missing), ``si`` (10 scattered boxes of
+10 % of the side) and ``sr`` (×2 box downsampling, true adjoint); beyond it, ``cs`` (Gaussian
+compressive sensing, 10 %) and ``deblur`` (Gaussian blur of 1.5 px, σ = 0.01).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -46,135 +37,65 @@ IMAGE_SHAPE = (64, 64, 3)
 
 
 @dataclass(frozen=True)
-class IterativeSettings:
-    """ρ, stopping tolerance and iteration cap of one method on one problem."""
-
-    rho: float
-    tol: float
-    max_iters: int
-
-
-@dataclass(frozen=True)
-class WaveletSettings:
-    """Wavelet-ℓ1 ADMM: penalty α (=ρ), weight λ, tolerance, cap."""
-
-    rho: float
-    lam: float
-    tol: float
-    max_iters: int
-    wavelet: str = "db4"
-    level: int = 3
-
-
-@dataclass(frozen=True)
 class Problem:
-    """A measurement model ``y = A x + σ ξ`` and how each method solves it.
+    """A measurement model ``y = A x + σ ξ``.
 
-    ``make_operator(key, image_shape, sr_adjoint_scale)`` returns ONE operator; batch it with
-    ``jax.vmap`` over keys (see :func:`measure`).
+    ``make_operator(key, image_shape)`` returns ONE operator for one (H, W, C) image; batch it
+    with ``jax.vmap`` over keys (see :func:`measure`). ``noise_std`` is σ in the [0, 1] domain.
     """
 
     name: str
     title: str
-    make_operator: Callable[[Array, tuple[int, int, int], float], LinearOperator]
+    make_operator: Callable[[Array, tuple[int, int, int]], LinearOperator]
     noise_std: float
-    rho: float
-    du_admm: IterativeSettings
-    onenet: IterativeSettings
-    wavelet: WaveletSettings
     in_paper: bool = True
 
 
-def _pid(key, shape, _scale):
+def _pid(key, shape):
     return pixelwise_mask(key, shape, drop_prob=0.5)
 
 
-def _si(key, shape, _scale):
+def _si(key, shape):
     return scattered_mask(key, shape, box_size=max(1, int(0.1 * shape[0])), num_boxes=10)
 
 
-def _bi(_key, shape, _scale):
+def _bi(_key, shape):
     return block_mask(shape, box_size=int(0.3 * shape[0]))
 
 
-def _sr(_key, shape, scale):
-    return BoxDownsample(in_shape=tuple(shape), factor=2, adjoint_scale=float(scale))
+def _sr(_key, shape):
+    return BoxDownsample(in_shape=tuple(shape), factor=2)
 
 
-def _cs(key, shape, _scale):
+def _cs(key, shape):
     return gaussian_cs(key, shape, ratio=0.1)
 
 
-def _deblur(_key, shape, _scale):
+def _deblur(_key, shape):
     return gaussian_blur(shape, sigma=1.5, rcond=0.05)
 
 
-def _paper_problems() -> dict[str, Problem]:
-    w = lambda lam, cap=300: WaveletSettings(rho=0.3, lam=lam, tol=1e-4, max_iters=cap)
-    return {
-        "pid": Problem("pid", "pixelwise inpainting-denoising", _pid, 0.1, 0.3,
-                       IterativeSettings(0.3, 3e-3, 8), IterativeSettings(0.3, 3e-3, 300),
-                       w(0.05)),
-        "bi": Problem("bi", "blockwise inpainting", _bi, 0.0, 0.2,
-                      IterativeSettings(0.2, 1e-5, 8), IterativeSettings(0.2, 1e-5, 300),
-                      w(0.05)),
-        "si": Problem("si", "scattered inpainting", _si, 0.0, 0.3,
-                      IterativeSettings(0.3, 1e-4, 8), IterativeSettings(0.3, 1e-4, 300),
-                      w(0.03)),
-        "sr": Problem("sr", "super-resolution x2", _sr, 0.0, 0.5,
-                      IterativeSettings(0.5, 2e-3, 13), IterativeSettings(0.5, 2e-3, 30),
-                      w(0.05)),
-        # Beyond the paper (original OneNet had CS; deblurring is new). Settings are ours.
-        "cs": Problem("cs", "compressive sensing 10%", _cs, 0.0, 0.3,
-                      IterativeSettings(0.3, 3e-3, 8), IterativeSettings(0.3, 3e-3, 300),
-                      w(0.05), in_paper=False),
-        "deblur": Problem("deblur", "Gaussian deblurring", _deblur, 0.01, 0.1,
-                          IterativeSettings(0.1, 1e-4, 8), IterativeSettings(0.1, 1e-4, 300),
-                          WaveletSettings(rho=0.1, lam=0.002, tol=1e-4, max_iters=300),
-                          in_paper=False),
-    }
-
-
+_PROBLEMS = {
+    "pid": Problem("pid", "pixelwise inpainting-denoising", _pid, 0.1),
+    "bi": Problem("bi", "blockwise inpainting", _bi, 0.0),
+    "si": Problem("si", "scattered inpainting", _si, 0.0),
+    "sr": Problem("sr", "super-resolution x2", _sr, 0.0),
+    "cs": Problem("cs", "compressive sensing 10%", _cs, 0.0, in_paper=False),
+    "deblur": Problem("deblur", "Gaussian deblurring", _deblur, 0.01, in_paper=False),
+}
 PAPER_PROBLEMS = ("pid", "bi", "si", "sr")
-PRESETS = ("paper", "released", "corrected")
 
 
-def get_problems(preset: str = "paper", dataset: str = "faces") -> dict[str, Problem]:
-    """All problems with the settings of ``preset`` (see module docstring).
-
-    ``dataset``: "faces" or "natural" — only changes DU-ADMM's SR test-time T in the paper
-    preset (13 on MS-Celeb-1M, 11 on ImageNet).
-    """
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
-    if dataset not in ("faces", "natural"):
-        raise ValueError(f"dataset must be 'faces' or 'natural', got {dataset!r}")
-    problems = _paper_problems()
-    if dataset == "natural":
-        sr = problems["sr"]
-        problems["sr"] = dataclasses.replace(
-            sr, du_admm=dataclasses.replace(sr.du_admm, max_iters=11))
-    if preset == "released":
-        for name, p in problems.items():
-            problems[name] = dataclasses.replace(
-                p,
-                du_admm=dataclasses.replace(p.du_admm, max_iters=8),
-                onenet=dataclasses.replace(p.onenet, max_iters=300),
-                wavelet=dataclasses.replace(p.wavelet, max_iters=100),
-            )
-    return problems
+def get_problems() -> dict[str, Problem]:
+    """All named problems (a fresh dict: name -> :class:`Problem`)."""
+    return dict(_PROBLEMS)
 
 
-def get_problem(name: str, preset: str = "paper", dataset: str = "faces") -> Problem:
-    problems = get_problems(preset, dataset)
-    if name not in problems:
-        raise ValueError(f"unknown problem {name!r}; choose one of {sorted(problems)}")
-    return problems[name]
-
-
-def sr_adjoint_scale_for(preset: str) -> float:
-    """Test-time SR adjoint scale: 4 (legacy) for "paper"/"released", 1 for "corrected"."""
-    return 1.0 if preset == "corrected" else 4.0
+def get_problem(name: str) -> Problem:
+    """The problem ``name`` (one of :func:`get_problems`)."""
+    if name not in _PROBLEMS:
+        raise ValueError(f"unknown problem {name!r}; choose one of {sorted(_PROBLEMS)}")
+    return _PROBLEMS[name]
 
 
 # --------------------------------------------------------------------------- measurements
@@ -186,19 +107,17 @@ def _check_images(images: Array) -> None:
                          f"add a leading axis for one image (x[None]).")
 
 
-def _measure_one(problem: Problem, key: Array, x: Array, sr_adjoint_scale: float
-                 ) -> tuple[LinearOperator, Array]:
+def _measure_one(problem: Problem, key: Array, x: Array) -> tuple[LinearOperator, Array]:
     """One image (H, W, C): its operator from ``key`` and ``y = A x + σ ξ``."""
     k_op, k_noise = jax.random.split(key)
-    op = problem.make_operator(k_op, tuple(x.shape), sr_adjoint_scale)
+    op = problem.make_operator(k_op, tuple(x.shape))
     y = op.apply(x)
     if problem.noise_std > 0:
         y = y + problem.noise_std * jax.random.normal(k_noise, y.shape, y.dtype)
     return op, y
 
 
-def measure(problem: Problem, key: Array, images: Array, *,
-            sr_adjoint_scale: float = 1.0) -> tuple[LinearOperator, Array]:
+def measure(problem: Problem, key: Array, images: Array) -> tuple[LinearOperator, Array]:
     """Draw one operator per image and measure: returns (batch of operators, y).
 
     images: (B, H, W, C) in [0, 1]. Each sample gets its own operator and noise from
@@ -209,25 +128,25 @@ def measure(problem: Problem, key: Array, images: Array, *,
     batch = images.shape[0]
     keys = jax.random.split(key, batch)
 
-    return jax.vmap(lambda k, x: _measure_one(problem, k, x, sr_adjoint_scale))(keys, images)
+    return jax.vmap(lambda k, x: _measure_one(problem, k, x))(keys, images)
 
 
-def measure_indexed(problem: Problem, base_key: Array, indices: Array, images: Array, *,
-                    sr_adjoint_scale: float = 1.0) -> tuple[LinearOperator, Array]:
+def measure_indexed(problem: Problem, base_key: Array, indices: Array, images: Array
+                    ) -> tuple[LinearOperator, Array]:
     """Like :func:`measure` but the operator and noise of image ``i`` depend only on
     ``fold_in(fold_in(base_key, problem_id), indices[i])``: evaluations are reproducible per
     image whatever the batching."""
     _check_images(images)
     pkey = jax.random.fold_in(base_key, zlib.crc32(problem.name.encode()) & 0x7FFFFFFF)
 
-    return jax.vmap(lambda i, x: _measure_one(problem, jax.random.fold_in(pkey, i), x,
-                                              sr_adjoint_scale))(jnp.asarray(indices), images)
+    return jax.vmap(lambda i, x: _measure_one(problem, jax.random.fold_in(pkey, i), x))(
+        jnp.asarray(indices), images)
 
 
 def measure_mixed(problems: tuple[Problem, ...], key: Array, images: Array, *,
                   probs: Array | None = None, per_sample: bool = True
-                  ) -> tuple[SelectOperator, tuple[Array, ...], Array, Array]:
-    """A mini-batch that mixes problems: each sample draws its own problem, operator and ρ.
+                  ) -> tuple[SelectOperator, tuple[Array, ...], Array]:
+    """A mini-batch that mixes problems: each sample draws its own problem and operator.
 
     Args:
       problems: the K problems to draw from.
@@ -236,8 +155,10 @@ def measure_mixed(problems: tuple[Problem, ...], key: Array, images: Array, *,
       per_sample: True = the paper (each sample its own problem and operator); False = the
         released code (one problem and one operator instance for the whole mini-batch, B8).
     Returns:
-      (op, y, rho, index): a batch of SelectOperators, y a K-tuple of measurement batches
-      (zeros in the slots a sample does not use), rho (B,), problem index (B,) int32.
+      (op, y, index): a batch of SelectOperators, y a K-tuple of measurement batches
+      (zeros in the slots a sample does not use), problem index (B,) int32. A method's
+      per-sample setting is a table lookup, e.g. DU-ADMM's training ρ:
+      ``jnp.asarray([presets.training_rho(p) for p in problems])[index]``.
     """
     _check_images(images)
     if len(problems) == 0:
@@ -260,7 +181,7 @@ def measure_mixed(problems: tuple[Problem, ...], key: Array, images: Array, *,
     def one(k_op, k_noise, x, idx):
         branches, ys = [], []
         for j, p in enumerate(problems):
-            op = p.make_operator(jax.random.fold_in(k_op, j), shape, 1.0)
+            op = p.make_operator(jax.random.fold_in(k_op, j), shape)
             y = op.apply(x)
             if p.noise_std > 0:
                 y = y + p.noise_std * jax.random.normal(jax.random.fold_in(k_noise, j),
@@ -270,5 +191,4 @@ def measure_mixed(problems: tuple[Problem, ...], key: Array, images: Array, *,
         return SelectOperator.create(tuple(branches), idx), tuple(ys)
 
     op, y = jax.vmap(one)(sample_keys, noise_keys, images, index)
-    rhos = jnp.asarray([p.rho for p in problems], images.dtype)[index]
-    return op, y, rhos, index
+    return op, y, index

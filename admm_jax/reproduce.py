@@ -146,17 +146,9 @@ def run(preset: str = "quick", data: str = "bundled", out: str | Path = "outputs
     otherwise). ``problems``: the problems of the table (training always mixes the paper's
     four). ``resume``: skip finished stages, continue the interrupted one.
     """
-    from admm_jax.baselines.onenet_train import load_projector
-    from admm_jax.evaluate import (
-        EvalConfig,
-        du_admm_method,
-        markdown_table,
-        onenet_method,
-        run_evaluation,
-        wavelet_method,
-    )
+    from admm_jax.evaluate import EvalConfig, markdown_table, run_evaluation
     from admm_jax.pretrained_priors import pretrained
-    from admm_jax.train import load_prior, prepare_output_dir
+    from admm_jax.train import prepare_output_dir
 
     if preset not in PRESETS:
         raise ValueError(f"unknown reproduce preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -187,13 +179,7 @@ def run(preset: str = "quick", data: str = "bundled", out: str | Path = "outputs
     timings["onenet_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    prior_fn, prior_params, du_cfg = load_prior(outp / "du_admm" / "params")
-    proj_fn, proj_params, _ = load_projector(outp / "onenet" / "params")
-    shipped_name = f"shipped pretrained '{shipped.name}' prior (not trained here)"
-    methods = [du_admm_method(prior_fn, prior_params, du_cfg.method_name),
-               onenet_method(proj_fn, proj_params),
-               du_admm_method(shipped.apply_fn, shipped.params, shipped_name),
-               wavelet_method()]
+    methods = _table_methods(outp, shipped)
     print(f"[3/3] evaluating on {len(test_images)} held-out images ({ecfg.preset} protocol, "
           f"{dataset} SR setting)")
     records = run_evaluation(test_images, methods, ecfg, outp / "evaluation",
@@ -213,6 +199,22 @@ def run(preset: str = "quick", data: str = "bundled", out: str | Path = "outputs
     print("\n" + caption)
     print(f"\ntotal {timings['total_s'] / 60:.1f} min; outputs written to {outp.absolute()}")
     return summary
+
+
+def _table_methods(outp: Path, shipped) -> list:
+    """The four methods of the main job's table: the DU-ADMM prior and the OneNet projector
+    trained in ``outp``, the shipped pretrained prior, and wavelet-ℓ1."""
+    from admm_jax.baselines.onenet_train import load_projector
+    from admm_jax.evaluate import du_admm_method, onenet_method, wavelet_method
+    from admm_jax.train import load_prior
+
+    prior_fn, prior_params, du_cfg = load_prior(outp / "du_admm" / "params")
+    proj_fn, proj_params, _ = load_projector(outp / "onenet" / "params")
+    shipped_name = f"shipped pretrained '{shipped.name}' prior (not trained here)"
+    return [du_admm_method(prior_fn, prior_params, du_cfg.method_name),
+            onenet_method(proj_fn, proj_params),
+            du_admm_method(shipped.apply_fn, shipped.params, shipped_name),
+            wavelet_method()]
 
 
 def _caption(p: ReproducePreset, steps: dict, shipped) -> str:

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from admm_jax._checks import _is_concrete, check_positive
+from admm_jax._checks import check_positive, is_concrete
 
 Array = jax.Array
 
@@ -236,7 +236,7 @@ def soft_threshold(w: Array, threshold: Array | float) -> Array:
 
 
 def _check_lam(lam: Any) -> None:
-    if _is_concrete(lam):
+    if is_concrete(lam):
         arr = np.asarray(lam)
         if arr.ndim != 0:
             raise ValueError(f"lam must be a scalar, got shape {arr.shape}")

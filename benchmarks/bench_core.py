@@ -43,6 +43,7 @@ from admm_jax.operators import (  # noqa: E402
     BoxDownsample, CircularConvolution, as_custom, gaussian_blur, gaussian_cs, pixelwise_mask,
     vmap_over_batch,
 )
+from admm_jax.presets import get_preset  # noqa: E402
 from admm_jax.problems import get_problems, measure  # noqa: E402
 from admm_jax.wavelets import wavelet_l1_prox  # noqa: E402
 
@@ -147,10 +148,10 @@ def main(argv=None) -> dict:
         del res
 
     # ---------------------------------------------------------------- 2. one wavelet ADMM step
-    pid = get_problems("paper")["pid"]
+    pid = get_problems()["pid"]
     images = jax.random.uniform(k_img, (B,) + SHAPE, jnp.float32)
     op, y = measure(pid, k_op, images)
-    ws = pid.wavelet
+    ws = get_preset("paper").settings("pid").wavelet
     prox = wavelet_l1_prox(ws.lam, ws.wavelet, ws.level)
     st = initial_state(op, y)
     aty = vmap_over_batch(lambda o, yy: o.adjoint(yy), op, y)

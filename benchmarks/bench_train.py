@@ -198,7 +198,7 @@ def main(argv=None) -> dict:
               f"{fmt_flops(refs[dt]['flops_per_s'])}FLOP/s", flush=True)
 
     mesh = make_mesh()
-    all_problems = get_problems("paper")
+    all_problems = get_problems()
     problems = tuple(all_problems[n] for n in preset("paper").problems)
     images = shard_batch(jax.random.uniform(jax.random.PRNGKey(1),
                                             (args.batch, 64, 64, 3), jnp.float32), mesh)

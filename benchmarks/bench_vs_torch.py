@@ -172,6 +172,7 @@ def setup_config(c: dict[str, Any], args) -> tuple[dict[str, Callable], dict[str
     import jax.numpy as jnp
     import torch_peer as tp
 
+    from admm_jax.presets import training_rho
     from admm_jax.problems import get_problems, measure_mixed
     from admm_jax.train.config import preset
     from admm_jax.train.loop import build_prior
@@ -180,7 +181,7 @@ def setup_config(c: dict[str, Any], args) -> tuple[dict[str, Callable], dict[str
     cfg = preset("paper", architecture=c["architecture"], width=c["width"],
                  batch_size=c["batch"], loss=c["loss"], learning_rate=c["learning_rate"],
                  num_iters=args.iters, seed=args.seed)
-    table = get_problems("paper")
+    table = get_problems()
     problems = tuple(table[n] for n in cfg.problems)
     mesh = make_mesh()
     images = shard_batch(jax.random.uniform(jax.random.PRNGKey(args.seed + 1),
@@ -188,7 +189,8 @@ def setup_config(c: dict[str, Any], args) -> tuple[dict[str, Callable], dict[str
     base_key = jax.random.PRNGKey(args.seed)
     prior_fn, params = build_prior(cfg)
     key0 = jax.random.fold_in(base_key, 0)  # the draw of admm_jax's first step
-    op, y, rho, index = jax.jit(lambda k, x: measure_mixed(problems, k, x))(key0, images)
+    op, y, index = jax.jit(lambda k, x: measure_mixed(problems, k, x))(key0, images)
+    rho = jnp.asarray([training_rho(p) for p in problems], jnp.float32)[index]
     batch = tp.peer_batch_from_jax(op, y, rho, index, images)
     host_params = tp.flatten_jax_params(params)  # before admm_jax's step donates the buffers
     runners: dict[str, Callable] = {}

@@ -393,7 +393,8 @@ def _nchw(a: Any) -> torch.Tensor:
 
 
 def peer_batch_from_jax(op: Any, y: tuple, rho: Any, index: Any, images: Any) -> PeerBatch:
-    """Convert admm_jax's mixed batch (``measure_mixed``'s ``op, y, rho, index``) to tensors.
+    """Convert admm_jax's mixed batch to tensors: ``measure_mixed``'s ``op, y, index`` and the
+    per-sample training ρ.
 
     ``op`` must be a batch of ``SelectOperator`` whose branches are ``Mask`` operators and at
     most one kind of ``BoxDownsample`` (factor 2, true adjoint): the paper's PID, BI, SI, SR.

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from admm_jax import get_problem, measure, psnr, unrolled_admm
+    from admm_jax import get_problem, measure, psnr, training_rho, unrolled_admm
     from admm_jax.data import load_source
     from admm_jax.train import load_prior
 
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         problem = get_problem(name)
         op, y = measure(problem, jax.random.PRNGKey(args.seed), x)
         v = jax.vmap(lambda o, yy: o.pinv(yy))(op, y)
-        curve = [float(jnp.mean(psnr(unrolled_admm(prox, op, y, problem.rho, t), x)))
+        curve = [float(jnp.mean(psnr(unrolled_admm(prox, op, y, training_rho(problem), t), x)))
                  for t in (1, 2, 4, 8)]
         print(f"{name:8s} {rms(fn(params, v) - v):9.4f} {rms(v - x):9.4f}   "
               + ", ".join(f"{c:.2f}" for c in curve)

@@ -39,7 +39,8 @@ import numpy as np
 from admm_jax.admm import converging_admm, initial_state, unrolled_admm
 from admm_jax.families import get_family, measure_family
 from admm_jax.metrics import psnr
-from admm_jax.problems import get_problems, measure_indexed
+from admm_jax.presets import training_rho
+from admm_jax.problems import get_problem, measure_indexed
 from admm_jax.rho_rules import rho_for_batch
 from admm_jax.wavelets import wavelet_l1_prox
 
@@ -50,7 +51,7 @@ T = 8
 
 # --------------------------------------------------------------------------- operators
 def _problem_measure(name):
-    problem = get_problems("corrected")[name]
+    problem = get_problem(name)  # the true SR adjoint
 
     def measure(key, idx, x):
         return measure_indexed(problem, key, idx, x)
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
     solvers = make_solvers(spec_fn, spec_params, gen_fn, gen_params, denoise)
     key = jax.random.PRNGKey(args.seed)
     tune_key = jax.random.PRNGKey(args.seed + 1000)
-    spec_rho = {p: get_problems("corrected")[p].rho for p in ("pid", "bi", "si", "sr")}
+    spec_rho = {p: training_rho(p) for p in ("pid", "bi", "si", "sr")}
     spec_rho["deblur"] = 0.1
 
     results, per_image, t0 = {}, {}, time.time()

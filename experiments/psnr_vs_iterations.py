@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-images", type=int, default=200, help="first N test images")
     ap.add_argument("--max-t", type=int, default=16, help="largest T to report")
     ap.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
-                    help="test protocol: ρ per problem and the SR adjoint (see admm_jax.problems)")
+                    help="test protocol: ρ per problem and the SR adjoint (see admm_jax.presets)")
     ap.add_argument("--batch", type=int, default=50, help="images per compiled batch")
     ap.add_argument("--out", required=True, help="output folder")
     args = ap.parse_args(argv)
@@ -40,7 +40,8 @@ def main(argv=None) -> int:
 
     from admm_jax.admm import converging_admm
     from admm_jax.data import load_source
-    from admm_jax.problems import PAPER_PROBLEMS, get_problems, measure_indexed, sr_adjoint_scale_for
+    from admm_jax.presets import get_preset
+    from admm_jax.problems import PAPER_PROBLEMS, get_problems, measure_indexed
     from admm_jax.train import load_prior
 
     out = Path(args.out)
@@ -48,17 +49,19 @@ def main(argv=None) -> int:
     prior_fn, params, _ = load_prior(args.prior)
     x_all = load_source(args.data, "test", cache_dir=args.cache_dir, progress=False)
     x_all = x_all[: args.n_images].astype(np.float32) / 255.0
-    problems = get_problems(args.preset)
+    problems = get_problems()
+    preset = get_preset(args.preset)
     key = jax.random.PRNGKey(0)
     curves = {}
     for name in PAPER_PROBLEMS:
         p = problems[name]
-        scale = sr_adjoint_scale_for(args.preset) if name == "sr" else 1.0
+        rho = preset.settings(name).du_admm.rho
 
         @jax.jit
         def run(idx, x):
-            op, y = measure_indexed(p, key, idx, x, sr_adjoint_scale=scale)
-            res = converging_admm(lambda v, r: prior_fn(params, v), op, y, p.rho, tol=1e-30,
+            op, y = measure_indexed(p, key, idx, x)
+            op = preset.test_operator(op)
+            res = converging_admm(lambda v, r: prior_fn(params, v), op, y, rho, tol=1e-30,
                                   max_iters=args.max_t, x_true=x, validate=False)
             return res.history["psnr"]
 

@@ -10,7 +10,7 @@ ITU-R 601 luma), is degraded with each problem through :func:`admm_jax.restore.s
 
 * start: ``A⁺y``;
 * wavelet-l1: converging ADMM with the library's per-problem λ, ρ, tolerance and cap
-  (``get_problems("corrected")``: db4, 3 levels, cap 300);
+  (``get_preset("corrected")``: db4, 3 levels, cap 300);
 * prior: the pretrained prior, T = 8 unrolled iterations with its own ρ per problem
   (:func:`admm_jax.restore.restore`; greyscale lifted to three equal channels).
 
@@ -53,9 +53,9 @@ def wavelet_solve(problem: str, ops, ys):
     import jax
 
     from admm_jax import converging_admm, wavelet_l1_prox
-    from admm_jax.problems import get_problems
+    from admm_jax.presets import get_preset
 
-    w = get_problems("corrected")[problem].wavelet
+    w = get_preset("corrected").settings(problem).wavelet
     op = jax.tree_util.tree_map(lambda *a: np.stack(a), *ops)
     prox = wavelet_l1_prox(w.lam, wavelet=w.wavelet, level=w.level)
     solve = jax.jit(lambda o, y: converging_admm(prox, o, y, w.rho, tol=w.tol,

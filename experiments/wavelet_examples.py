@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--photo", default="chelsea", help="bundled photo name")
     ap.add_argument("--problems", default="pid,bi,si,sr,cs,deblur", help="comma list of problems")
     ap.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
-                    help="test protocol (see admm_jax.problems)")
+                    help="test protocol (see admm_jax.presets)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = ap.parse_args(argv)
 
@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     from admm_jax.admm import converging_admm, initial_state
     from admm_jax.data import bundled_photo, preprocess
     from admm_jax.metrics import psnr
-    from admm_jax.problems import get_problem, measure_indexed, sr_adjoint_scale_for
+    from admm_jax.presets import get_preset
+    from admm_jax.problems import get_problem, measure_indexed
     from admm_jax.wavelets import wavelet_l1_prox
 
     out = Path(args.out)
@@ -52,14 +53,15 @@ def main(argv=None) -> int:
     x = jnp.asarray(preprocess(photo, 64, crop_box=box), jnp.float32)[None] / 255.0
 
     key = jax.random.PRNGKey(0)
+    preset = get_preset(args.preset)
     for name in args.problems.split(","):
-        p = get_problem(name, args.preset)
-        scale = sr_adjoint_scale_for(args.preset) if name == "sr" else 1.0
-        op, y = measure_indexed(p, key, jnp.arange(1), x, sr_adjoint_scale=scale)
-        prox = wavelet_l1_prox(p.wavelet.lam, wavelet=p.wavelet.wavelet, level=p.wavelet.level)
+        ws = preset.settings(name).wavelet
+        problem = get_problem(name)
+        op, y = measure_indexed(problem, key, jnp.arange(1), x)
+        op = preset.test_operator(op)
+        prox = wavelet_l1_prox(ws.lam, wavelet=ws.wavelet, level=ws.level)
         solve = jax.jit(lambda o, yy: converging_admm(
-            prox, o, yy, p.wavelet.rho, tol=p.wavelet.tol, max_iters=p.wavelet.max_iters,
-            validate=False))
+            prox, o, yy, ws.rho, tol=ws.tol, max_iters=ws.max_iters, validate=False))
         res = solve(op, y)
         z0 = initial_state(op, y).z
         p0, p1 = float(psnr(z0, x)[0]), float(psnr(res.z, x)[0])
@@ -71,7 +73,7 @@ def main(argv=None) -> int:
             ax.imshow(np.clip(np.asarray(img), 0, 1), interpolation="nearest")
             ax.set_title(title, fontsize=9)
             ax.axis("off")
-        fig.suptitle(p.title, fontsize=10)
+        fig.suptitle(problem.title, fontsize=10)
         fig.tight_layout()
         fig.savefig(out / f"{name}.png", dpi=110)
         plt.close(fig)

@@ -18,7 +18,7 @@ from admm_jax.evaluate import (
     summarize,
     wavelet_method,
 )
-from admm_jax.problems import IterativeSettings
+from admm_jax.presets import IterativeSettings
 from conftest import smooth_images
 
 

@@ -513,12 +513,12 @@ def test_problem_masks_use_paper_sizes():
     from admm_jax.problems import get_problem
 
     key = jax.random.PRNGKey(5)
-    bi = np.asarray(get_problem("bi").make_operator(key, (64, 64, 3), 1.0).mask)
+    bi = np.asarray(get_problem("bi").make_operator(key, (64, 64, 3)).mask)
     expected = np.ones((64, 64, 3))
     expected[22:41, 22:41, :] = 0
     np.testing.assert_array_equal(bi, expected)
     for k in jax.random.split(key, 5):
-        si = np.asarray(get_problem("si").make_operator(k, (64, 64, 3), 1.0).mask)
+        si = np.asarray(get_problem("si").make_operator(k, (64, 64, 3)).mask)
         zero = si[..., 0] == 0
         assert np.all(si == si[..., :1]) and 36 <= zero.sum() <= 360
         covered = np.zeros_like(zero)

@@ -1,4 +1,4 @@
-"""Problem registry, presets and measurement helpers.
+"""Problem registry (measurement models), presets (method settings) and measurement helpers.
 
 The expected numbers are typed in from the reference spec (original_code_spec.md §3, §4.3), not
 copied from the code: per-problem ρ / tolerance / noise / wavelet λ, and the iteration caps that
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from admm_jax import presets as S
 from admm_jax import problems as P
 from admm_jax.operators import (
     BoxDownsample,
@@ -22,7 +23,7 @@ from admm_jax.operators import (
     Mask,
     SelectOperator,
 )
-from conftest import measure_mixed_jit, take
+from conftest import dense_matrix, measure_mixed_jit, take
 
 # spec §3 / §4.3: (ρ, solver tol, noise σ, wavelet λ)
 SPEC = {
@@ -37,97 +38,128 @@ PAPER_CAPS = {"sr": (30, 13, 11, 300), "pid": (300, 8, 8, 300), "si": (300, 8, 8
 RELEASED_CAPS = {name: (300, 8, 8, 100) for name in SPEC}
 
 
-def _caps(problem):
-    return problem.onenet.max_iters, problem.du_admm.max_iters, problem.wavelet.max_iters
+def _caps(s):
+    return s.onenet.max_iters, s.du_admm.max_iters, s.wavelet.max_iters
 
 
-def _strip_caps(problem):
-    """The problem with every iteration cap set to 0 (to compare everything else)."""
+def _strip_caps(s):
+    """The settings with every iteration cap set to 1 (to compare everything else)."""
     return dataclasses.replace(
-        problem,
-        du_admm=dataclasses.replace(problem.du_admm, max_iters=0),
-        onenet=dataclasses.replace(problem.onenet, max_iters=0),
-        wavelet=dataclasses.replace(problem.wavelet, max_iters=0),
+        s,
+        du_admm=dataclasses.replace(s.du_admm, max_iters=1),
+        onenet=dataclasses.replace(s.onenet, max_iters=1),
+        wavelet=dataclasses.replace(s.wavelet, max_iters=1),
     )
 
 
-# ------------------------------------------------------------------ settings and presets
-@pytest.mark.parametrize("name", sorted(SPEC))
-def test_paper_problem_settings_match_spec(name):
-    rho, tol, sigma, lam = SPEC[name]
-    for preset in P.PRESETS:
-        p = P.get_problem(name, preset)
-        assert p.name == name and p.in_paper
-        assert p.rho == rho and p.du_admm.rho == rho and p.onenet.rho == rho
-        assert p.du_admm.tol == tol and p.onenet.tol == tol
-        assert p.noise_std == sigma
-        w = p.wavelet
-        assert (w.rho, w.lam, w.tol, w.wavelet, w.level) == (0.3, lam, 1e-4, "db4", 3)
+# ------------------------------------------------------------------ problems and presets
+def test_problems_are_measurement_models_only():
+    """A Problem holds the operator draw and the noise; no method setting lives on it."""
+    fields = {f.name for f in dataclasses.fields(P.Problem)}
+    assert fields == {"name", "title", "make_operator", "noise_std", "in_paper"}
+    for name, (_, _, sigma, _) in SPEC.items():
+        p = P.get_problem(name)
+        assert p.name == name and p.in_paper and p.noise_std == sigma
     assert set(P.PAPER_PROBLEMS) == set(SPEC)
     assert {n for n, p in P.get_problems().items() if not p.in_paper} == {"cs", "deblur"}
 
 
 @pytest.mark.parametrize("name", sorted(SPEC))
+def test_paper_problem_settings_match_spec(name):
+    rho, tol, _, lam = SPEC[name]
+    for preset in S.PRESETS:
+        s = S.get_preset(preset).settings(name)
+        assert s.problem == name
+        assert s.du_admm.rho == rho and s.onenet.rho == rho
+        assert s.du_admm.tol == tol and s.onenet.tol == tol
+        w = s.wavelet
+        assert (w.rho, w.lam, w.tol, w.wavelet, w.level) == (0.3, lam, 1e-4, "db4", 3)
+        assert w.iterative == S.IterativeSettings(0.3, 1e-4, w.max_iters)
+    # training uses the same rho, whatever the preset; a Problem or its name
+    assert S.training_rho(name) == rho == S.training_rho(P.get_problem(name))
+
+
+@pytest.mark.parametrize("name", sorted(SPEC))
 def test_presets_differ_exactly_in_the_caps(name):
     onenet, t_faces, t_natural, wavelet = PAPER_CAPS[name]
-    paper = P.get_problem(name, "paper", "faces")
+    paper = S.get_preset("paper", "faces").settings(name)
     assert _caps(paper) == (onenet, t_faces, wavelet)
-    assert _caps(P.get_problem(name, "paper", "natural")) == (onenet, t_natural, wavelet)
+    assert _caps(S.get_preset("paper", "natural").settings(name)) == (onenet, t_natural, wavelet)
     onenet, t_faces, t_natural, wavelet = RELEASED_CAPS[name]
-    assert _caps(P.get_problem(name, "released", "faces")) == (onenet, t_faces, wavelet)
-    assert _caps(P.get_problem(name, "released", "natural")) == (onenet, t_natural, wavelet)
+    assert _caps(S.get_preset("released", "faces").settings(name)) == (onenet, t_faces, wavelet)
+    assert _caps(S.get_preset("released", "natural").settings(name)) == (onenet, t_natural,
+                                                                          wavelet)
     # nothing else changes between presets / datasets
-    for preset in P.PRESETS:
+    for preset in S.PRESETS:
         for dataset in ("faces", "natural"):
-            assert _strip_caps(P.get_problem(name, preset, dataset)) == _strip_caps(paper)
-    # "corrected" is the paper preset (the SR adjoint is chosen by sr_adjoint_scale_for)
+            assert _strip_caps(S.get_preset(preset, dataset).settings(name)) == _strip_caps(paper)
+    # "corrected" is the paper preset's settings with the true SR adjoint
     for dataset in ("faces", "natural"):
-        assert P.get_problem(name, "corrected", dataset) == P.get_problem(name, "paper", dataset)
+        assert (S.get_preset("corrected", dataset).settings(name)
+                == S.get_preset("paper", dataset).settings(name))
 
 
 def test_natural_images_only_change_sr_du_admm_T():
-    faces, natural = P.get_problems("paper", "faces"), P.get_problems("paper", "natural")
-    assert set(faces) == set(natural)
-    for name in faces:
+    faces, natural = S.get_preset("paper", "faces"), S.get_preset("paper", "natural")
+    assert set(faces.problems) == set(natural.problems) == set(P.get_problems())
+    for name in faces.problems:
+        f, n = faces.settings(name), natural.settings(name)
         if name == "sr":
-            assert natural[name] == dataclasses.replace(
-                faces[name], du_admm=dataclasses.replace(faces[name].du_admm, max_iters=11))
-            assert faces[name].du_admm.max_iters == 13
+            assert n == dataclasses.replace(f, du_admm=dataclasses.replace(f.du_admm,
+                                                                           max_iters=11))
+            assert f.du_admm.max_iters == 13
         else:
-            assert natural[name] == faces[name]
+            assert n == f
     # the released code ran T = 8 everywhere
-    assert P.get_problem("sr", "released", "natural").du_admm.max_iters == 8
+    assert S.get_preset("released", "natural").settings("sr").du_admm.max_iters == 8
 
 
-def test_sr_adjoint_scale_per_preset():
-    assert P.sr_adjoint_scale_for("paper") == 4.0
-    assert P.sr_adjoint_scale_for("released") == 4.0
-    assert P.sr_adjoint_scale_for("corrected") == 1.0
-    key = jax.random.PRNGKey(0)
-    for scale in (1.0, 4.0):
-        op = P.get_problem("sr").make_operator(key, (64, 64, 3), scale)
-        assert isinstance(op, BoxDownsample)
-        assert (op.factor, op.adjoint_scale, op.out_shape) == (2, scale, (32, 32, 3))
+def test_sr_adjoint_scale_is_a_preset_setting(x64):
+    """The SR operator is drawn with the true adjoint; the paper/released presets give the
+    methods 4·Aᵀ at test time (Preset.test_operator), on one operator or a batch; y unchanged."""
+    assert [S.get_preset(n).sr_adjoint_scale for n in ("paper", "released", "corrected")] == [
+        4.0, 4.0, 1.0]
+    shape = (8, 8, 3)
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(3,) + shape))
+    op, y = P.measure(P.get_problem("sr"), jax.random.PRNGKey(0), x)
+    assert isinstance(op, BoxDownsample) and op.adjoint_scale == 1.0
+    A = dense_matrix(BoxDownsample(in_shape=shape, factor=2))  # (48, 192), true adjoint
+    legacy = S.get_preset("paper").test_operator(op)
+    assert legacy.adjoint_scale == 4.0 and legacy.out_shape == (4, 4, 3)
+    np.testing.assert_allclose(np.asarray(legacy.apply(x)), np.asarray(y), rtol=1e-14)
+    v = np.asarray(y)[0].reshape(-1)
+    np.testing.assert_allclose(np.asarray(legacy.adjoint(y[0])).reshape(-1), 4.0 * A.T @ v,
+                               rtol=1e-12)
+    assert S.get_preset("corrected").test_operator(op) is op
+    # every other operator passes through unchanged
+    mask, _ = P.measure(P.get_problem("bi"), jax.random.PRNGKey(0), x)
+    assert S.get_preset("paper").test_operator(mask) is mask
 
 
 def test_unknown_names_raise():
     with pytest.raises(ValueError, match=r"unknown problem 'inpaint'; choose one of"):
         P.get_problem("inpaint")
-    with pytest.raises(ValueError, match=r"unknown preset 'Paper'"):
-        P.get_problems("Paper")
-    with pytest.raises(ValueError, match="dataset must be"):
-        P.get_problem("sr", dataset="celeba")
+    with pytest.raises(ValueError, match=r"preset: unknown preset\(s\) \['Paper'\]"):
+        S.get_preset("Paper")
+    with pytest.raises(ValueError, match=r"dataset: unknown dataset\(s\) \['celeba'\]"):
+        S.get_preset("paper", dataset="celeba")
+    with pytest.raises(ValueError, match=r"preset 'paper' has no settings for problem 'mine'"):
+        S.get_preset("paper").settings("mine")
+    with pytest.raises(ValueError, match=r"max_iters must be"):
+        S.IterativeSettings(0.3, 1e-3, 0)
+    with pytest.raises(ValueError, match=r"rho must be"):
+        S.IterativeSettings(0.0, 1e-3, 8)
 
 
 def test_operators_of_each_problem():
     key = jax.random.PRNGKey(1)
     shape = (64, 64, 3)
-    ops = {name: P.get_problem(name).make_operator(key, shape, 1.0)
+    ops = {name: P.get_problem(name).make_operator(key, shape)
            for name in ("pid", "si", "bi", "sr", "deblur")}
     assert all(isinstance(ops[n], Mask) for n in ("pid", "si", "bi"))
     assert isinstance(ops["deblur"], CircularConvolution)
     # compressive sensing: m = round(0.1·12288) = 1229 rows (shapes only)
-    cs = jax.eval_shape(lambda k: P.get_problem("cs").make_operator(k, shape, 1.0), key)
+    cs = jax.eval_shape(lambda k: P.get_problem("cs").make_operator(k, shape), key)
     assert isinstance(cs, DenseOperator) and cs.matrix.shape == (1229, 12288)
     # pid drops about half of the entries, channels independently
     m = np.asarray(ops["pid"].mask)
@@ -138,7 +170,7 @@ def test_operators_of_each_problem():
 
 
 # ------------------------------------------------------------------ measure
-_measure = jax.jit(P.measure, static_argnums=0, static_argnames=("sr_adjoint_scale",))
+_measure = jax.jit(P.measure, static_argnums=0)
 
 
 def test_measure_noise_and_per_sample_operators(x64):
@@ -154,8 +186,8 @@ def test_measure_noise_and_per_sample_operators(x64):
     assert abs(noise[np.asarray(op.mask) == 0].std() - 0.1) < 0.01
     assert not np.allclose(np.asarray(op.mask)[0], np.asarray(op.mask)[1])
     # noiseless problems measure exactly A x
-    op, y = _measure(P.get_problem("sr"), jax.random.PRNGKey(0), images, sr_adjoint_scale=4.0)
-    assert op.adjoint_scale == 4.0 and y.shape == (8, 8, 8, 3)
+    op, y = _measure(P.get_problem("sr"), jax.random.PRNGKey(0), images)
+    assert op.adjoint_scale == 1.0 and y.shape == (8, 8, 8, 3)
     np.testing.assert_allclose(np.asarray(y),
                                np.asarray(images).reshape(8, 8, 2, 8, 2, 3).mean(axis=(2, 4)),
                                rtol=1e-14)
@@ -210,15 +242,14 @@ def test_measure_mixed_per_sample(x64):
     rng = np.random.default_rng(2)
     images = jnp.asarray(rng.uniform(size=(8,) + shape))
     for seed in range(20):  # a key whose batch mixes all three problems
-        op, y, rho, index = _measure_mixed(problems, jax.random.PRNGKey(seed), images,
-                                           probs=np.full(3, 1 / 3))
+        op, y, index = _measure_mixed(problems, jax.random.PRNGKey(seed), images,
+                                      probs=np.full(3, 1 / 3))
         index = np.asarray(index)
         if set(index.tolist()) == {0, 1, 2}:
             break
     assert isinstance(op, SelectOperator) and op.batch_shape == (8,)
     assert index.dtype == np.int32 and set(index.tolist()) == {0, 1, 2}, index
     np.testing.assert_array_equal(np.asarray(op.index), index)
-    np.testing.assert_array_equal(np.asarray(rho), [problems[k].rho for k in index])
     assert len(y) == 3 and y[1].shape == (8, 4, 4, 3) and y[2].shape == (8, 19)
     for i in range(8):
         k = int(index[i])
@@ -238,7 +269,7 @@ def test_measure_mixed_per_sample(x64):
     matrices = np.asarray(op.branches[2].matrix)
     assert not np.array_equal(matrices[0], matrices[1])
     # probs
-    _, _, _, only_sr = _measure_mixed(problems, jax.random.PRNGKey(seed), images,
+    _, _, only_sr = _measure_mixed(problems, jax.random.PRNGKey(seed), images,
                                       probs=np.array([0.0, 0.0, 1.0]))
     np.testing.assert_array_equal(np.asarray(only_sr), 2)
 
@@ -250,12 +281,11 @@ def test_measure_mixed_shared_problem_and_operator(x64):
                               (8,) + shape)
     seen = set()
     for seed in range(6):
-        op, y, rho, index = _measure_mixed(problems, jax.random.PRNGKey(seed), images,
-                                           probs=np.full(3, 1 / 3), per_sample=False)
+        op, y, index = _measure_mixed(problems, jax.random.PRNGKey(seed), images,
+                                      probs=np.full(3, 1 / 3), per_sample=False)
         index = np.asarray(index)
         assert np.all(index == index[0])
         seen.add(int(index[0]))
-        assert np.all(np.asarray(rho) == problems[index[0]].rho)
         # one operator instance for the whole batch: every branch's leaves equal across samples
         for leaf in jax.tree_util.tree_leaves(op.branches):
             leaf = np.asarray(leaf)

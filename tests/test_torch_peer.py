@@ -40,6 +40,7 @@ import torch_peer as tp  # noqa: E402
 from admm_jax.admm import data_step as jax_data_step  # noqa: E402
 from admm_jax.admm import initial_state  # noqa: E402
 from admm_jax.operators.base import vmap_over_batch  # noqa: E402
+from admm_jax.presets import training_rho  # noqa: E402
 from admm_jax.problems import get_problems, measure_mixed  # noqa: E402
 from admm_jax.train.config import preset  # noqa: E402
 from admm_jax.train.loop import build_prior  # noqa: E402
@@ -61,14 +62,14 @@ def _cfg(name: str):
 
 
 def _problems(cfg):
-    table = get_problems("paper")
+    table = get_problems()
     return tuple(table[n] for n in cfg.problems)
 
 
 def _base_key_with_all_problems(problems, images) -> jax.Array:
     """The first PRNGKey(s) whose step-0 draw gives every problem at least one sample, so that
     all four data steps take part in the comparison."""
-    draw = jax.jit(lambda k: measure_mixed(problems, jax.random.fold_in(k, 0), images)[3])
+    draw = jax.jit(lambda k: measure_mixed(problems, jax.random.fold_in(k, 0), images)[2])
     for seed in range(200):
         key = jax.random.PRNGKey(seed)
         if len(set(np.asarray(draw(key)).tolist())) == len(problems):
@@ -122,7 +123,8 @@ def case(request):
     images = jax.random.uniform(jax.random.PRNGKey(1), (BATCH, 64, 64, 3), jnp.float32)
     base_key = _base_key_with_all_problems(problems, images)
     prior_fn, params = _initial_params(cfg)
-    op, y, rho, index = measure_mixed(problems, jax.random.fold_in(base_key, 0), images)
+    op, y, index = measure_mixed(problems, jax.random.fold_in(base_key, 0), images)
+    rho = jnp.asarray([training_rho(p) for p in problems], jnp.float32)[index]
     batch = tp.peer_batch_from_jax(op, y, rho, index, images)
     torch32 = _torch_side(cfg, params, batch, torch.float32)
     torch64 = _torch_side(cfg, params, batch, torch.float64)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from admm_jax.admm import unrolled_admm
+from admm_jax.presets import training_rho
 from admm_jax.problems import PAPER_PROBLEMS, get_problems, measure_mixed
 from admm_jax.train import (
     Checkpointer,
@@ -88,7 +89,7 @@ def test_mixed_batch_matches_each_sample_alone(tiny_prior):
     problems = tuple(get_problems()[n] for n in PAPER_PROBLEMS)
     x = jnp.asarray(_smooth_images(4), jnp.float32) / 255.0
     key = jax.random.PRNGKey(3)
-    op, y, rho, index = measure_mixed(problems, key, x)
+    op, y, index = measure_mixed(problems, key, x)
     assert len(set(np.asarray(index).tolist())) >= 2, "want a batch that really mixes problems"
 
     loss_fn = lambda p: du_admm_loss(prior_fn, p, x, key, problems, cfg)[0]
@@ -105,7 +106,7 @@ def test_mixed_batch_matches_each_sample_alone(tiny_prior):
         k = int(index[i])
         plain = jax.tree_util.tree_map(lambda a: a[i:i + 1], op.branches[k])
         return value_and_grad(params, plain, y[k][i:i + 1], x[i:i + 1],
-                              jnp.float32(problems[k].rho))
+                              jnp.float32(training_rho(problems[k])))
 
     losses, grad_list = zip(*[one(i) for i in range(4)])
     np.testing.assert_allclose(loss, np.mean(losses), rtol=1e-5)
@@ -474,7 +475,8 @@ def test_psnr_loss_is_minus_mean_psnr():
     key = jax.random.PRNGKey(5)
     blur = lambda p, v: 0.5 * v + 0.25 * (jnp.roll(v, 1, 1) + jnp.roll(v, -1, 2))  # noqa: E731
     loss, aux = du_admm_loss(blur, None, x, key, problems, cfg)
-    op, y, rho, _ = measure_mixed(problems, key, x)
+    op, y, index = measure_mixed(problems, key, x)
+    rho = jnp.asarray([training_rho(p) for p in problems])[index]
     z = unrolled_admm(lambda v, r: blur(None, v), op, y, rho, 2)
     mse = np.mean((np.asarray(z, np.float64) - np.asarray(x, np.float64)) ** 2, axis=(1, 2, 3))
     np.testing.assert_allclose(float(loss), np.mean(10 * np.log10(mse)), rtol=1e-5)
@@ -527,10 +529,9 @@ def test_problem_probs_validated_and_used():
         preset("paper", problem_probs=(1.0, 1.0))
     problems = tuple(get_problems()[n] for n in PAPER_PROBLEMS)
     x = jnp.asarray(_smooth_images(8), jnp.float32) / 255.0
-    _, _, rho, index = measure_mixed(problems, jax.random.PRNGKey(0), x,
-                                     probs=(0.0, 0.0, 0.0, 1.0))
+    _, _, index = measure_mixed(problems, jax.random.PRNGKey(0), x,
+                                probs=(0.0, 0.0, 0.0, 1.0))
     assert np.all(np.asarray(index) == 3)  # only SR can be drawn
-    np.testing.assert_allclose(rho, problems[3].rho)
 
 
 def test_unet_architecture_trains_saves_and_reloads(tmp_path):

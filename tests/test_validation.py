@@ -66,10 +66,10 @@ def test_measure_mixed_refuses_negative_or_empty_weights(probs):
 def test_measure_mixed_weights_are_normalised_and_zero_weight_never_drawn():
     problems = (P.get_problem("pid"), P.get_problem("bi"))
     x = _images(16)
-    _, _, _, idx_w = P.measure_mixed(problems, KEY, x, probs=[1.0, 3.0])
-    _, _, _, idx_p = P.measure_mixed(problems, KEY, x, probs=[0.25, 0.75])
+    _, _, idx_w = P.measure_mixed(problems, KEY, x, probs=[1.0, 3.0])
+    _, _, idx_p = P.measure_mixed(problems, KEY, x, probs=[0.25, 0.75])
     np.testing.assert_array_equal(idx_w, idx_p)
-    _, y, _, idx = P.measure_mixed(problems, KEY, x, probs=[0.0, 1.0])
+    _, y, idx = P.measure_mixed(problems, KEY, x, probs=[0.0, 1.0])
     assert np.all(np.asarray(idx) == 1)
     # every sample measured in its own slot: nothing is left all-zero
     assert np.all(np.abs(np.asarray(y[1])).reshape(16, -1).max(axis=1) > 0)

@@ -296,6 +296,55 @@ def _one_image(
     return base + noise, info
 
 
+def _check_noise_args(images: Any, nearest_mode: str, map_size_max_frac: float,
+                      ratio_range: tuple[float, float], sigma_range: tuple[float, float]
+                      ) -> jax.Array:
+    """``images`` as a (B, H, W, C) float array, after checking every option of onenet_noise."""
+    images = jnp.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, H, W, C), got {images.shape}.")
+    if not jnp.issubdtype(images.dtype, jnp.floating):
+        raise TypeError(
+            f"images must be floating point in [0, 1], got {images.dtype}; use x.astype(jnp.float32)/255."
+        )
+    if nearest_mode not in NEAREST_MODES:
+        raise ValueError(f"nearest_mode must be one of {NEAREST_MODES}, got {nearest_mode!r}.")
+    if not 0.0 < map_size_max_frac <= 1.0:
+        raise ValueError(f"map_size_max_frac must be in (0, 1], got {map_size_max_frac}.")
+    if not 0.0 < ratio_range[0] <= ratio_range[1] <= 1.0:
+        raise ValueError(f"ratio_range must satisfy 0 < lo <= hi <= 1, got {ratio_range}.")
+    if not 0.0 <= sigma_range[0] <= sigma_range[1]:
+        raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got {sigma_range}.")
+    return images
+
+
+def _draw_noise_randomness(key: jax.Array, images: jax.Array, map_size_max_frac: float,
+                           map_amplitude: float, spatially_varying: bool
+                           ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """All randomness of onenet_noise: per-image uniforms (B, 3 + 2C), Gaussian noise
+    (B, H, W, C) and the low-res maps (B, C, r_max, c_max) or None.
+
+    It is ONE batch-wide uniform draw on (−1, 1), split into the per-image scalars, the Gaussian
+    noise (√2·erfinv(u), exactly how jax.random.normal makes normals) and the map entries. Each
+    separate RNG call added ~1 s of XLA CPU compile time here; the per-image work is
+    deterministic."""
+    b, h, w, c = images.shape
+    r_max = max_map_size(h, map_size_max_frac)
+    c_max = max_map_size(w, map_size_max_frac)
+    dtype = images.dtype
+    n_u = 3 + 2 * c
+    n_g = h * w * c
+    n_m = c * r_max * c_max if spatially_varying else 0
+    lo = float(np.nextafter(np.asarray(-1.0, dtype), np.asarray(0.0, dtype)))
+    flat = jax.random.uniform(key, (b, n_u + n_g + n_m), dtype, lo, 1.0)
+    u = (flat[:, :n_u] + 1.0) * 0.5  # [0, 1): [coin, ratio, σ, map rows (C), map cols (C)]
+    gauss = (float(np.sqrt(2.0)) * jax.lax.erf_inv(flat[:, n_u:n_u + n_g])).reshape(b, h, w, c)
+    lowres = None
+    if spatially_varying:
+        lowres = (map_amplitude * flat[:, n_u + n_g:]).reshape(b, c, r_max, c_max)
+    return u, gauss, lowres
+
+
 def onenet_noise(
     key: jax.Array,
     images: jax.Array,
@@ -340,39 +389,9 @@ def onenet_noise(
     All options are Python values (static under ``jax.jit``: pass them through
     ``static_argnames`` or close over them); ``key`` and ``images`` may be traced.
     """
-    images = jnp.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, H, W, C), got {images.shape}.")
-    if not jnp.issubdtype(images.dtype, jnp.floating):
-        raise TypeError(
-            f"images must be floating point in [0, 1], got {images.dtype}; use x.astype(jnp.float32)/255."
-        )
-    if nearest_mode not in NEAREST_MODES:
-        raise ValueError(f"nearest_mode must be one of {NEAREST_MODES}, got {nearest_mode!r}.")
-    if not 0.0 < map_size_max_frac <= 1.0:
-        raise ValueError(f"map_size_max_frac must be in (0, 1], got {map_size_max_frac}.")
-    if not 0.0 < ratio_range[0] <= ratio_range[1] <= 1.0:
-        raise ValueError(f"ratio_range must satisfy 0 < lo <= hi <= 1, got {ratio_range}.")
-    if not 0.0 <= sigma_range[0] <= sigma_range[1]:
-        raise ValueError(f"sigma_range must satisfy 0 <= lo <= hi, got {sigma_range}.")
-    b, h, w, c = images.shape
-    r_max = max_map_size(h, map_size_max_frac)
-    c_max = max_map_size(w, map_size_max_frac)
-    # All randomness is ONE batch-wide uniform draw on (−1, 1), split into the per-image scalars,
-    # the Gaussian noise (√2·erfinv(u), exactly how jax.random.normal makes normals) and the map
-    # entries. Each separate RNG call added ~1 s of XLA CPU compile time here; the per-image work
-    # below is deterministic.
-    dtype = images.dtype
-    n_u = 3 + 2 * c
-    n_g = h * w * c
-    n_m = c * r_max * c_max if spatially_varying else 0
-    lo = float(np.nextafter(np.asarray(-1.0, dtype), np.asarray(0.0, dtype)))
-    flat = jax.random.uniform(key, (b, n_u + n_g + n_m), dtype, lo, 1.0)
-    u = (flat[:, :n_u] + 1.0) * 0.5  # [0, 1): [coin, ratio, σ, map rows (C), map cols (C)]
-    gauss = (float(np.sqrt(2.0)) * jax.lax.erf_inv(flat[:, n_u:n_u + n_g])).reshape(b, h, w, c)
-    lowres = None
-    if spatially_varying:
-        lowres = (map_amplitude * flat[:, n_u + n_g:]).reshape(b, c, r_max, c_max)
+    images = _check_noise_args(images, nearest_mode, map_size_max_frac, ratio_range, sigma_range)
+    u, gauss, lowres = _draw_noise_randomness(key, images, map_size_max_frac, map_amplitude,
+                                              spatially_varying)
     fn = functools.partial(
         _one_image,
         blocky_prob=float(blocky_prob),

@@ -111,7 +111,7 @@ def resolve_operator(family_or_problem: Any, noise_std: float | None = None):
 
     obj = family_or_problem
     if isinstance(obj, str):
-        problems = get_problems("paper")
+        problems = get_problems()
         obj = problems[obj] if obj in problems else get_family(obj)
     if isinstance(obj, Problem):
         prob = obj if noise_std is None else dataclasses.replace(obj, noise_std=float(noise_std))

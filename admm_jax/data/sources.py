@@ -94,14 +94,8 @@ def load_source(
         return _concat([bundled_dataset(p, n, size=hw, seed=seed) for p in parts])
 
     if spec_str.startswith("tfds:"):
-        from .tfds_data import tfds_source
-
-        name = spec_str[len("tfds:"):].strip()
-        if not name:
-            raise ValueError("tfds spec needs a dataset name, e.g. 'tfds:celeb_a'.")
-        tsplit = "+".join(_tfds_split(name, p) for p in parts)
-        return tfds_source(name, tsplit, data_dir=data_dir, size=hw, limit=limit,
-                           progress=progress, cache_dir=cache_dir)
+        return _load_tfds(spec_str, parts, hw, limit=limit, data_dir=data_dir,
+                          progress=progress, cache_dir=cache_dir)
 
     path = Path(spec_str).expanduser()
     if path.suffix.lower() == ".npz":
@@ -118,7 +112,25 @@ def load_source(
         subdirs = [_find_subdir(path, p) for p in parts]
         folder = ImageFolder(path, subdirs=subdirs, size=hw)
         return folder.load(cache_dir=cache_dir, num_workers=num_workers, progress=progress)
+    folder = _hashed_split_folder(path, split, parts, hw, fractions, seed, group_by)
+    return folder.load(cache_dir=cache_dir, num_workers=num_workers, progress=progress)
 
+
+def _load_tfds(spec: str, parts: Sequence[str], hw: tuple[int, int], **kwargs) -> np.ndarray:
+    """``"tfds:<name>"``: the parts of the split mapped to tfds split names, concatenated."""
+    from .tfds_data import tfds_source
+
+    name = spec[len("tfds:"):].strip()
+    if not name:
+        raise ValueError("tfds spec needs a dataset name, e.g. 'tfds:celeb_a'.")
+    tsplit = "+".join(_tfds_split(name, p) for p in parts)
+    return tfds_source(name, tsplit, size=hw, **kwargs)
+
+
+def _hashed_split_folder(path: Path, split: str, parts: Sequence[str], hw: tuple[int, int],
+                         fractions: Mapping[str, float] | None, seed: int,
+                         group_by: str | Callable[[Path], str]) -> ImageFolder:
+    """A flat folder's files of ``split``, chosen by a stable hash of each file (group)."""
     fr = dict(FALLBACK_FRACTIONS if fractions is None else fractions)
     for p in parts:
         if p not in fr:
@@ -136,8 +148,7 @@ def load_source(
     if not chosen:
         raise NoImagesError(_empty_hashed_split_message(path, split, parts, fr,
                                                         len(everything.files)))
-    folder = ImageFolder(path, size=hw, files=chosen)
-    return folder.load(cache_dir=cache_dir, num_workers=num_workers, progress=progress)
+    return ImageFolder(path, size=hw, files=chosen)
 
 
 def _empty_hashed_split_message(path: Path, split: str, parts: Sequence[str],

@@ -25,14 +25,8 @@ import numpy as np
 from admm_jax import _checks
 from admm_jax.admm import converging_admm, initial_state
 from admm_jax.metrics import psnr
-from admm_jax.problems import (
-    IterativeSettings,
-    PAPER_PROBLEMS,
-    Problem,
-    get_problems,
-    measure_indexed,
-    sr_adjoint_scale_for,
-)
+from admm_jax.presets import IterativeSettings, Preset, ProblemSettings, get_preset
+from admm_jax.problems import PAPER_PROBLEMS, Problem, get_problems, measure_indexed
 
 Array = jax.Array
 
@@ -41,14 +35,16 @@ Array = jax.Array
 class Method:
     """A proximal step and the ADMM settings it uses on each problem.
 
-    ``make_prox(problem)`` returns ``prox(v, rho)`` mapping (B, H, W, C) → (B, H, W, C) in the
-    [0, 1] domain (most methods ignore the problem; wavelet-ℓ1 takes its λ from it).
-    ``settings(problem)`` returns the :class:`IterativeSettings` (ρ, tol, max_iters).
+    Both callables receive the preset's :class:`~admm_jax.presets.ProblemSettings` of the
+    problem being solved (``.problem`` is its name). ``make_prox(s)`` returns ``prox(v, rho)``
+    mapping (B, H, W, C) → (B, H, W, C) in the [0, 1] domain (most methods ignore ``s``;
+    wavelet-ℓ1 takes its λ from it). ``settings(s)`` returns the
+    :class:`~admm_jax.presets.IterativeSettings` (ρ, tol, max_iters) the method runs with.
     """
 
     name: str
-    make_prox: Callable[[Problem], Callable[[Array, Array], Array]]
-    settings: Callable[[Problem], IterativeSettings]
+    make_prox: Callable[[ProblemSettings], Callable[[Array, Array], Array]]
+    settings: Callable[[ProblemSettings], IterativeSettings]
 
 
 def du_admm_method(prior_fn: Callable, params: Any, name: str = "DU-ADMM") -> Method:
@@ -67,19 +63,17 @@ def wavelet_method(name: str = "wavelet-l1") -> Method:
     """Wavelet-ℓ1 ADMM with λ, α, tol, cap per problem (spec §5)."""
     from admm_jax.wavelets import wavelet_l1_prox
 
-    def make_prox(p: Problem):
-        return wavelet_l1_prox(p.wavelet.lam, wavelet=p.wavelet.wavelet, level=p.wavelet.level)
+    def make_prox(s: ProblemSettings):
+        return wavelet_l1_prox(s.wavelet.lam, wavelet=s.wavelet.wavelet, level=s.wavelet.level)
 
-    def settings(p: Problem) -> IterativeSettings:
-        return IterativeSettings(p.wavelet.rho, p.wavelet.tol, p.wavelet.max_iters)
-
-    return Method(name, make_prox, settings)
+    return Method(name, make_prox, lambda s: s.wavelet.iterative)
 
 
 def custom_method(name: str, prox: Callable[[Array, Array], Array],
-                  settings: IterativeSettings | Callable[[Problem], IterativeSettings]
+                  settings: IterativeSettings | Callable[[ProblemSettings], IterativeSettings]
                   ) -> Method:
-    """Any user prox ``prox(v, rho)``, with fixed settings or settings per problem."""
+    """Any user prox ``prox(v, rho)``, with fixed settings or settings per problem (a function
+    of the preset's :class:`~admm_jax.presets.ProblemSettings`, e.g. keyed on ``s.problem``)."""
     settings_fn = settings if callable(settings) else (lambda p: settings)
     return Method(name, lambda p: prox, settings_fn)
 
@@ -99,8 +93,8 @@ class EvalConfig:
     table2_images: int = 3
 
     def __post_init__(self) -> None:
-        problems = get_problems(self.preset, self.dataset)
-        _checks.check_choices("problems", self.problems, problems, what="problem")
+        preset = get_preset(self.preset, self.dataset)
+        _checks.check_choices("problems", self.problems, preset.problems, what="problem")
         _checks.check_int("batch_size", self.batch_size, minimum=1)
         _checks.check_int("seed", self.seed, minimum=0)
         _checks.check_int("table2_images", self.table2_images, minimum=0)
@@ -125,21 +119,14 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
     """
     from tqdm.auto import tqdm
 
-    from admm_jax.evaluate.report import (
-        summarize,
-        write_convergence_plot,
-        write_table,
-        write_table2,
-    )
-
     x_all = _checks.as_unit_float32("images", images)  # before anything is written
     if not methods:
         raise ValueError("methods is empty: give at least one Method to evaluate.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = x_all.shape[0]
-    problems = get_problems(cfg.preset, cfg.dataset)
-    sr_scale = sr_adjoint_scale_for(cfg.preset)
+    problems = get_problems()
+    preset = get_preset(cfg.preset, cfg.dataset)
     base_key = jax.random.PRNGKey(cfg.seed)
     bs = min(cfg.batch_size, n)
     n_show = min(cfg.table2_images, n)
@@ -153,7 +140,6 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
                desc="evaluate", unit="batch", dynamic_ncols=True)
     for pname in cfg.problems:
         problem = problems[pname]
-        scale = sr_scale if pname == "sr" else 1.0
         examples[pname] = {"truth": x_all[:n_show]}
         for m_index, method in enumerate(methods):
             block_file = partial / f"{pname}__{m_index}.npz"
@@ -162,7 +148,7 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
                 bar.update(n_batches)
                 log(f"  {method.name:>12s} {pname:>6s}: loaded from {block_file}")
             else:
-                block = _evaluate_block(method, problem, base_key, x_all, bs, n_show, scale,
+                block = _evaluate_block(method, problem, preset, base_key, x_all, bs, n_show,
                                         bar)
                 _save_atomic(block_file, block)
                 log(f"  {method.name:>12s} {pname:>6s}: compile {float(block['compile_s']):.1f}s")
@@ -179,6 +165,20 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
             examples[pname]["input"] = block["ex_input"]
             examples[pname]["input_psnr"] = block["pinv_psnr"][:n_show]
     bar.close()
+    return _write_outputs(out, rows, curves, examples, methods, cfg, n, preset)
+
+
+def _write_outputs(out: Path, rows: list[dict], curves: dict[str, np.ndarray],
+                   examples: dict[str, dict[str, Any]], methods: list[Method], cfg: EvalConfig,
+                   n: int, preset: Preset) -> list[dict]:
+    """Table 1 (md/csv/json), per-image CSV, mean curves, the two figures and the config of
+    an evaluation; returns the Table 1 records."""
+    from admm_jax.evaluate.report import (
+        summarize,
+        write_convergence_plot,
+        write_table,
+        write_table2,
+    )
 
     records = summarize(rows)
     write_table(records, out)
@@ -193,17 +193,19 @@ def run_evaluation(images: np.ndarray, methods: list[Method], cfg: EvalConfig,
     (out / "eval_config.json").write_text(json.dumps(
         {"problems": list(cfg.problems), "preset": cfg.preset, "dataset": cfg.dataset,
          "batch_size": cfg.batch_size, "seed": cfg.seed, "n_images": n,
-         "methods": [m.name for m in methods], "sr_adjoint_scale": sr_scale}, indent=2))
+         "methods": [m.name for m in methods],
+         "sr_adjoint_scale": preset.sr_adjoint_scale}, indent=2))
     return records
 
 
-def _evaluate_block(method: Method, problem: Problem, base_key, x_all: np.ndarray, bs: int,
-                    n_show: int, scale: float, bar) -> dict[str, np.ndarray]:
+def _evaluate_block(method: Method, problem: Problem, preset: Preset, base_key,
+                    x_all: np.ndarray, bs: int, n_show: int, bar) -> dict[str, np.ndarray]:
     """All N images of one (method, problem): per-image arrays, summed histories, examples."""
     n = x_all.shape[0]
-    s = method.settings(problem)
-    prox = method.make_prox(problem)
-    solve = jax.jit(lambda idx, x: _solve_batch(prox, problem, s, base_key, idx, x, scale))
+    settings = preset.settings(problem)
+    s = method.settings(settings)
+    prox = method.make_prox(settings)
+    solve = jax.jit(lambda idx, x: _solve_batch(prox, problem, preset, s, base_key, idx, x))
     hist_sum = {k: np.zeros(s.max_iters) for k in ("psnr", "rms_xz")}
     per_image = {k: np.zeros(n, dt) for k, dt in (("psnr", np.float64), ("pinv_psnr", np.float64),
                                                  ("seconds", np.float64),
@@ -269,8 +271,10 @@ def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
-def _solve_batch(prox, problem: Problem, s: IterativeSettings, base_key, idx, x, scale):
-    op, y = measure_indexed(problem, base_key, idx, x, sr_adjoint_scale=scale)
+def _solve_batch(prox, problem: Problem, preset: Preset, s: IterativeSettings, base_key, idx,
+                 x):
+    op, y = measure_indexed(problem, base_key, idx, x)
+    op = preset.test_operator(op)  # the legacy SR adjoint of the paper/released presets
     z0 = initial_state(op, y).z
     res = converging_admm(prox, op, y, s.rho, tol=s.tol, max_iters=s.max_iters, x_true=x,
                           validate=False)

@@ -26,7 +26,7 @@ from admm_jax.operators.convolution import (
     circular_kernel,
     gaussian_blur,
 )
-from admm_jax.operators.custom import FunctionOperator, as_custom
+from admm_jax.operators.custom import FunctionOperator, as_custom, check_linearity
 from admm_jax.operators.dense import DenseOperator, gaussian_cs
 from admm_jax.operators.downsample import BoxDownsample
 from admm_jax.operators.mask import Mask, block_mask, pixelwise_mask, scattered_mask
@@ -47,7 +47,7 @@ __all__ = [
     "BoxDownsample",
     "DenseOperator", "gaussian_cs",
     "CircularConvolution", "circular_kernel", "gaussian_blur", "box_blur",
-    "FunctionOperator", "as_custom",
+    "FunctionOperator", "as_custom", "check_linearity",
     "SelectOperator", "OperatorGroups",
     "SampledOrthonormal", "orthonormal_dct", "orthonormal_fft", "fourier_mask_cartesian",
     "fourier_mask_random", "subsampled_dct",

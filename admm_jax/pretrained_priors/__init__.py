@@ -162,7 +162,7 @@ class PretrainedPrior:
             if sigma is None and problem is not None:
                 from admm_jax.problems import get_problems
 
-                known = get_problems("corrected")
+                known = get_problems()
                 sigma = known[problem].noise_std if problem in known else None
             if sigma is None:
                 raise ValueError(f"prior {self.name!r} chooses rho from the noise level: give "

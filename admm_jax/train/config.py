@@ -168,7 +168,7 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError("compute_dtype must be 'float32' or 'bfloat16'")
-        _checks.check_choices("problems", self.problems, get_problems("paper"), what="problem")
+        _checks.check_choices("problems", self.problems, get_problems(), what="problem")
         if self.problem_probs is not None:
             _checks.check_probabilities("problem_probs", self.problem_probs,
                                         len(self.problems), "problem")

@@ -27,6 +27,7 @@ import numpy as np
 from admm_jax import _checks
 from admm_jax.admm import initial_state, unrolled_admm
 from admm_jax.metrics import psnr
+from admm_jax.presets import training_rho
 from admm_jax.problems import Problem, get_problems, measure_indexed
 from admm_jax.train.checkpoint import (
     Checkpointer,
@@ -190,7 +191,7 @@ def make_validator(val_images: np.ndarray, problems: tuple[Problem, ...], prior_
 
 def _validation_rho(params: Any, problem: Problem, batch: int, learned: bool) -> Any:
     if not learned:
-        return problem.rho
+        return training_rho(problem)
     from admm_jax.rho_rules import rho_for_batch
 
     return rho_for_batch(params["rho"], problem.noise_std, batch)
@@ -234,7 +235,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
     _write_config(out, cfg, resume)
 
-    problems = tuple(get_problems("paper")[n] for n in cfg.problems)
+    problems = tuple(get_problems()[n] for n in cfg.problems)
     tx = make_optimizer(cfg)
     state = init_train_state(params, tx, mesh)
     step_fn = make_train_step(prior_fn, tx, problems, cfg, mesh)

@@ -25,6 +25,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from admm_jax.admm import unrolled_admm
 from admm_jax.families import FamilyMix, sample_family_batch
+from admm_jax.presets import training_rho
 from admm_jax.problems import Problem, measure_mixed
 from admm_jax.rho_rules import rho_for_batch
 from admm_jax.train.config import DENOISE_SIGMA_MAX, TrainConfig
@@ -116,8 +117,9 @@ def _measure_batch(params: Any, images: Array, key: Array, problems: tuple[Probl
         op, y, sigma, index = batch.op, batch.y, batch.sigma, batch.family
         rho = jnp.full((images.shape[0],), 0.3, images.dtype)
     else:
-        op, y, rho, index = measure_mixed(problems, key, images, probs=cfg.problem_probs,
-                                          per_sample=cfg.per_sample_problems)
+        op, y, index = measure_mixed(problems, key, images, probs=cfg.problem_probs,
+                                     per_sample=cfg.per_sample_problems)
+        rho = jnp.asarray([training_rho(p) for p in problems], images.dtype)[index]
         sigma = jnp.asarray([p.noise_std for p in problems], images.dtype)[index]
     if cfg.rho_rule == "learned":
         rho = rho_for_batch(params["rho"], sigma, images.shape[0])
