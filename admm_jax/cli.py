@@ -327,7 +327,7 @@ def _add_train_parser(sub) -> None:
     _add_output_args(t, resume_help="continue from the last checkpoint in --out")
     _add_schedule_args(t)
     t.add_argument("--iters", type=int, default=None, help="unrolled iterations T (8)")
-    t.add_argument("--problems", default=None, help="comma list, e.g. pid,bi,si,sr,cs,deblur")
+    t.add_argument("--problems", default=None, help="comma list, e.g. pid,bi,si,sr,cs,cs_dct,deblur")
     t.add_argument("--problem-probs", default=None,
                    help="sampling probability of each problem, same order as --problems "
                         "(default uniform), e.g. 0.2,0.2,0.2,0.4")
@@ -392,7 +392,7 @@ def _add_evaluate_parser(sub) -> None:
     e.add_argument("--n-images", type=int, default=500,
                    help="number of held-out test images (the first N, in file-name order)")
     e.add_argument("--problems", default="pid,bi,si,sr",
-                   help="comma list of problems (pid, bi, si, sr, cs, deblur)")
+                   help="comma list of problems (pid, bi, si, sr, cs, cs_dct, deblur)")
     e.add_argument("--preset", default="paper", choices=["paper", "released", "corrected"],
                    help="test protocol (caps, T, SR adjoint), see admm_jax.presets")
     e.add_argument("--dataset", default="faces", choices=["faces", "natural"],

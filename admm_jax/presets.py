@@ -123,6 +123,9 @@ def _paper_settings() -> dict[str, ProblemSettings]:
         "sr": s("sr", 0.5, 2e-3, 13, 30, 0.05),
         # beyond the paper (original OneNet had CS; deblurring is new): our settings
         "cs": s("cs", 0.3, 3e-3, 8, 300, 0.05),
+        # DU-ADMM rho and wavelet lambda (alpha 0.3) chosen on 16 TRAINING faces for the faces
+        # U-Net prior (experiments/general_prior_eval.py, results/general_prior/results.json)
+        "cs_dct": s("cs_dct", 0.05, 3e-3, 8, 300, 0.1),
         "deblur": s("deblur", 0.1, 1e-4, 8, 300, 0.002, w_rho=0.1),
     }
 

@@ -21,6 +21,7 @@ from admm_jax.operators import (
     CircularConvolution,
     DenseOperator,
     Mask,
+    SampledOrthonormal,
     SelectOperator,
 )
 from conftest import dense_matrix, measure_mixed_jit, take
@@ -61,7 +62,7 @@ def test_problems_are_measurement_models_only():
         p = P.get_problem(name)
         assert p.name == name and p.in_paper and p.noise_std == sigma
     assert set(P.PAPER_PROBLEMS) == set(SPEC)
-    assert {n for n, p in P.get_problems().items() if not p.in_paper} == {"cs", "deblur"}
+    assert {n for n, p in P.get_problems().items() if not p.in_paper} == {"cs", "cs_dct", "deblur"}
 
 
 @pytest.mark.parametrize("name", sorted(SPEC))
@@ -161,12 +162,45 @@ def test_operators_of_each_problem():
     # compressive sensing: m = round(0.1·12288) = 1229 rows (shapes only)
     cs = jax.eval_shape(lambda k: P.get_problem("cs").make_operator(k, shape), key)
     assert isinstance(cs, DenseOperator) and cs.matrix.shape == (1229, 12288)
+    # structured compressive sensing: 1229 of the 12288 DCT coefficients of s ⊙ x
+    dct = P.get_problem("cs_dct").make_operator(key, shape)
+    assert isinstance(dct, SampledOrthonormal) and dct.transform == "dct"
+    assert int(np.asarray(dct.mask).sum()) == 1229 and dct.out_shape == shape  # zeros elsewhere
+    assert set(np.unique(np.asarray(dct.signs)).tolist()) == {-1.0, 1.0}
     # pid drops about half of the entries, channels independently
     m = np.asarray(ops["pid"].mask)
     assert abs(m.mean() - 0.5) < 0.02 and not np.all(m == m[..., :1])
     # bi: rows/cols 22..40 zeroed
     assert np.all(np.asarray(ops["bi"].mask)[22:41, 22:41] == 0)
     assert int((np.asarray(ops["bi"].mask) == 0).sum()) == 19 * 19 * 3
+
+
+def test_structured_cs_problem_against_dense_float64(x64):
+    """cs_dct at 8×8×3 (19 of 192 coefficients, y zero elsewhere): A from basis images,
+    A Aᵀ = I on the kept rows, the exact solve and pinv against numpy, and a different draw
+    per image index."""
+    shape = (8, 8, 3)
+    x = jnp.asarray(np.random.default_rng(4).uniform(size=(2,) + shape))
+    op, y = P.measure_indexed(P.get_problem("cs_dct"), jax.random.PRNGKey(2), jnp.arange(2), x)
+    assert op.batch_shape == (2,) and y.shape == (2,) + shape
+    for i in range(2):
+        o = take(op, i)
+        full = dense_matrix(o)  # (192, 192), zero rows where a coefficient is not kept
+        kept = np.asarray(o.mask).reshape(-1) > 0
+        assert kept.sum() == 19 and not np.any(full[~kept])
+        A = full[kept]
+        np.testing.assert_allclose(A @ A.T, np.eye(19), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(y)[i].reshape(-1),
+                                   full @ np.asarray(x)[i].reshape(-1), atol=1e-12)
+        b = np.random.default_rng(i).normal(size=192)
+        ref = np.linalg.solve(A.T @ A + 0.05 * np.eye(192), b)
+        # rho as a float64 array: a Python float would be rounded to the float32 mask's dtype
+        got = np.asarray(o.solve(jnp.asarray(b.reshape(shape)), jnp.float64(0.05))).reshape(-1)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(np.asarray(o.pinv(y[i])).reshape(-1),
+                                   np.linalg.pinv(A) @ np.asarray(y)[i].reshape(-1)[kept],
+                                   atol=1e-10)
+    assert not np.array_equal(np.asarray(op.mask)[0], np.asarray(op.mask)[1])
 
 
 # ------------------------------------------------------------------ measure

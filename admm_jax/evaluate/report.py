@@ -12,7 +12,7 @@ import numpy as np
 TABLE_KEYS = ("method", "problem", "psnr_mean", "psnr_std", "iters_mean", "iters_std",
               "n_images")
 PROBLEM_LABELS = {"pid": "PID", "bi": "BI", "si": "SI", "sr": "SR", "cs": "CS",
-                  "deblur": "Deblur"}
+                  "cs_dct": "CS-DCT", "deblur": "Deblur"}
 
 
 def summarize(rows: list[dict]) -> list[dict]:
