@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from admm_jax import _checks
 from admm_jax.metrics import psnr
@@ -195,6 +196,7 @@ def default_unroll(num_iters: int) -> int:
 def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, num_iters: int,
                   *, z0: Array | None = None, unroll: int | bool | str = "auto",
                   remat: bool = False, return_trajectory: bool = False,
+                  restart_every: int | None = None,
                   validate: bool = True) -> Array | tuple[Array, ADMMState]:
     """Exactly ``num_iters`` ADMM iterations with ``lax.scan``; differentiable end to end.
 
@@ -213,6 +215,11 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
         free to schedule all recomputations at once and no memory is saved (measured,
         BENCHMARKS.md); on CPU the rolled scan is much slower.
       return_trajectory: also return the stacked iterates (T, B, H, W, C) of x, z and u.
+      restart_every: if given (R >= 1), the scaled dual u is reset to 0 before iterations R,
+        2R, ...: the run is T/R blocks, each started from the previous block's z like a fresh
+        solve with ``z0``. This lets a prior trained with an R-step ρ schedule run longer
+        (the schedule tiled, as :meth:`~admm_jax.pretrained_priors.PretrainedPrior.solve`
+        does for the general prior; RESULTS.md §7).
       validate: run the input checks (they are skipped automatically on traced values).
 
     Returns:
@@ -228,8 +235,16 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
     batch = state.z.shape[0]
     rho_t = _as_schedule(rho, num_iters, batch, state.z.dtype)
     aty = vmap_over_batch(lambda o, yy: o.adjoint(yy), op, y)
+    if restart_every is not None:
+        restart_every = _checks.check_int("restart_every", restart_every, minimum=1)
+    restarts = np.zeros(num_iters, bool)  # static: where u is reset before the step
+    if restart_every is not None:
+        restarts[restart_every::restart_every] = True
 
-    def body(carry: ADMMState, rho_b: Array) -> tuple[ADMMState, ADMMState | None]:
+    def body(carry: ADMMState, xs: tuple[Array, Array]) -> tuple[ADMMState, ADMMState | None]:
+        rho_b, restart = xs
+        if restart_every is not None:
+            carry = carry._replace(u=jnp.where(restart, jnp.zeros_like(carry.u), carry.u))
         new = admm_step(prox, op, aty, rho_b, carry)
         return new, (new if return_trajectory else None)
 
@@ -239,7 +254,8 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
         n_unroll = 1 if remat else default_unroll(num_iters)
     else:
         n_unroll = unroll
-    final, traj = jax.lax.scan(body, state, xs=rho_t, length=num_iters, unroll=n_unroll)
+    final, traj = jax.lax.scan(body, state, xs=(rho_t, jnp.asarray(restarts)),
+                               length=num_iters, unroll=n_unroll)
     if return_trajectory:
         return final.z, traj
     return final.z

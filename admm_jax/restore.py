@@ -211,7 +211,9 @@ def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = N
     iterations and the start ``A⁺y``, both of the operator's input shape (H, W, C) float32,
     not clipped. ``rho`` defaults to ``prior.rho_for(problem)`` (``inpaint`` uses the
     scattered-inpainting ρ); for a prior with a learned ρ rule (``general``) to its schedule
-    ρ_t(σ) at the noise level ``sigma`` (default: the problem's).
+    ρ_t(σ) at the noise level ``sigma`` (default: the problem's), run ``num_iters`` = k·T
+    iterations as k restarted blocks (:meth:`~admm_jax.pretrained_priors.PretrainedPrior.
+    solve`; 32 is the recommendation for operators beyond the paper's problems).
 
     Greyscale (C = 1): the measurement is solved as an RGB image whose three channels carry
     the same measurement (:func:`lift_to_rgb`, ``y`` replicated), and the three channels of the
@@ -222,9 +224,11 @@ def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = N
     if isinstance(t, bool) or int(t) != t or t < 1:
         raise ValueError(f"num_iters must be an integer >= 1, got {t}")
     named = "si" if problem == "inpaint" else problem
-    if rho is None and getattr(prior, "rho_rule", None) is not None and t == prior.num_iters:
+    restart = None
+    if rho is None and getattr(prior, "rho_rule", None) is not None:
         rho = np.asarray(prior.default_rho_for(named, sigma if sigma is not None else (
             0.0 if named is None else None), t), np.float32)  # (T, 1) schedule
+        restart = prior.restart_every(int(t))
     else:
         rho = prior.rho_for(named) if rho is None else rho
         if not (np.isfinite(rho) and rho > 0):
@@ -233,23 +237,26 @@ def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = N
     grey = op.in_shape[-1] == 1
     if grey:
         op, y = lift_to_rgb(op), jnp.repeat(jnp.asarray(y), 3, axis=-1)
-    z, start = _compiled_solve(prior, int(t))(op, jnp.asarray(y)[None], jnp.asarray(rho))
+    z, start = _compiled_solve(prior, int(t), restart)(op, jnp.asarray(y)[None],
+                                                       jnp.asarray(rho))
     z, start = np.asarray(z[0]), np.asarray(start[0])
     if grey:
         z, start = z.mean(axis=-1, keepdims=True), start.mean(axis=-1, keepdims=True)
     return z, start
 
 
-_SOLVERS: dict[tuple[int, int], Callable] = {}
+_SOLVERS: dict[tuple[int, int, int | None], Callable] = {}
 
 
-def _compiled_solve(prior: Any, num_iters: int) -> Callable:
-    key = (id(prior), num_iters)
+def _compiled_solve(prior: Any, num_iters: int, restart_every: int | None = None
+                    ) -> Callable:
+    key = (id(prior), num_iters, restart_every)
     if key not in _SOLVERS:
         from admm_jax.admm import initial_state, unrolled_admm
 
         def solve(op, y, rho):
-            return (unrolled_admm(prior, op, y, rho, num_iters, validate=False),
+            return (unrolled_admm(prior, op, y, rho, num_iters, restart_every=restart_every,
+                                  validate=False),
                     initial_state(op, y).z)
 
         _SOLVERS[key] = jax.jit(solve)

@@ -279,6 +279,16 @@ def test_a_learned_rho_rule_in_the_metadata_drives_solve_and_restore(tmp_path):
     np.testing.assert_allclose(z, np.asarray(want[0]), atol=2e-4)
     other = aj.unrolled_admm(prior, op, y, 0.3, t)  # the check can fail: a constant rho differs
     assert float(jnp.max(jnp.abs(other - want))) > 1e-2
+    # 2T iterations: two blocks of the schedule, the second a fresh solve started from z_T
+    want2 = aj.unrolled_admm(prior, op, y, sched, t, z0=want)
+    np.testing.assert_allclose(np.asarray(prior.solve(op, y, sigma=0.1, num_iters=2 * t)),
+                               np.asarray(want2), atol=4e-4)
+    z2, _ = restore(prior, jax.tree_util.tree_map(lambda a: a[0], op), y[0], sigma=0.1,
+                    num_iters=2 * t)
+    np.testing.assert_allclose(z2, np.asarray(want2[0]), atol=4e-4)
+    assert float(jnp.max(jnp.abs(want2 - want))) > 1e-2  # the second block does something
+    with pytest.raises(ValueError, match=f"multiple of {t}"):
+        prior.solve(op, y, sigma=0.1, num_iters=t + 4)
     with pytest.raises(ValueError, match="give sigma="):
         prior.solve(op, y)
     with pytest.raises(ValueError, match="sigma"):
