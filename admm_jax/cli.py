@@ -150,27 +150,13 @@ def cmd_pretrain_onenet(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- evaluate
-def _methods(args, log=print):
-    from admm_jax.evaluate import du_admm_method, onenet_method, wavelet_method
-
-    methods = []
-    if args.du_admm:
-        from admm_jax.train import load_prior
-
-        prior_fn, params, cfg = load_prior(Path(args.du_admm))
-        methods.append(du_admm_method(prior_fn, params, cfg.method_name))
-    if args.onenet:
-        from admm_jax.baselines.onenet_train import load_projector
-
-        proj_fn, params, _ = load_projector(Path(args.onenet))
-        methods.append(onenet_method(proj_fn, params))
-    if not args.no_wavelet:
-        methods.append(wavelet_method())
-    return methods
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from admm_jax.evaluate import EvalConfig, markdown_table, run_evaluation
+    from admm_jax.evaluate import (
+        EvalConfig,
+        markdown_table,
+        methods_from_weights,
+        run_evaluation,
+    )
     from admm_jax.train import prepare_output_dir
     from admm_jax.train.loop import check_output_dir
 
@@ -181,7 +167,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      dataset=args.dataset, batch_size=args.batch, seed=args.seed)
     _check_count("--n-images", args.n_images)
     check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
-    methods = _methods(args)  # reads the weights: unreadable ones stop here
+    methods = methods_from_weights(args.du_admm, args.onenet, not args.no_wavelet)  # unreadable
+    # weights stop here, before the output folder is prepared
     images = _load(args.data, "test", args.cache_dir, args.n_images,
                    progress=not args.no_progress)
     out = prepare_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)

@@ -204,15 +204,11 @@ def run(preset: str = "quick", data: str = "bundled", out: str | Path = "outputs
 def _table_methods(outp: Path, shipped) -> list:
     """The four methods of the main job's table: the DU-ADMM prior and the OneNet projector
     trained in ``outp``, the shipped pretrained prior, and wavelet-ℓ1."""
-    from admm_jax.baselines.onenet_train import load_projector
-    from admm_jax.evaluate import du_admm_method, onenet_method, wavelet_method
-    from admm_jax.train import load_prior
+    from admm_jax.evaluate import du_admm_method, methods_from_weights, wavelet_method
 
-    prior_fn, prior_params, du_cfg = load_prior(outp / "du_admm" / "params")
-    proj_fn, proj_params, _ = load_projector(outp / "onenet" / "params")
     shipped_name = f"shipped pretrained '{shipped.name}' prior (not trained here)"
-    return [du_admm_method(prior_fn, prior_params, du_cfg.method_name),
-            onenet_method(proj_fn, proj_params),
+    return [*methods_from_weights(outp / "du_admm" / "params", outp / "onenet" / "params",
+                                  wavelet=False),
             du_admm_method(shipped.apply_fn, shipped.params, shipped_name),
             wavelet_method()]
 

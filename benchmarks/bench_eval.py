@@ -29,25 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_average, machine_info, print_table, write_json  # noqa: E402
 
 
-def build_methods(du_admm: str | None, onenet: str | None, wavelet: bool) -> list:
-    from admm_jax.evaluate import du_admm_method, onenet_method, wavelet_method
-
-    methods = []
-    if du_admm:
-        from admm_jax.train import load_prior
-
-        fn, params, cfg = load_prior(Path(du_admm))
-        methods.append(du_admm_method(fn, params, cfg.method_name))
-    if onenet:
-        from admm_jax.baselines.onenet_train import load_projector
-
-        fn, params, _ = load_projector(Path(onenet))
-        methods.append(onenet_method(fn, params))
-    if wavelet:
-        methods.append(wavelet_method())
-    return methods
-
-
 def block_rows(eval_out: Path, methods: list, problems: tuple[str, ...], n: int) -> list[dict]:
     """Per (problem, method): compile s, run s (sum of batch calls), images/s, mean iterations,
     mean PSNR, read from the evaluation's saved blocks."""
@@ -81,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from admm_jax.data import load_source
-    from admm_jax.evaluate import EvalConfig, run_evaluation
+    from admm_jax.evaluate import EvalConfig, methods_from_weights, run_evaluation
 
     problems = tuple(args.problems.split(","))
     cfg = EvalConfig(problems=problems, preset=args.preset, batch_size=args.batch)
-    methods = build_methods(args.du_admm, args.onenet, not args.no_wavelet)
+    methods = methods_from_weights(args.du_admm, args.onenet, not args.no_wavelet)
     if not methods:
         ap.error("nothing to evaluate: give --du-admm and/or --onenet, or drop --no-wavelet")
     eval_out = Path(args.eval_out or tempfile.mkdtemp(prefix="bench_eval_"))

@@ -69,6 +69,27 @@ def wavelet_method(name: str = "wavelet-l1") -> Method:
     return Method(name, make_prox, lambda s: s.wavelet.iterative)
 
 
+def methods_from_weights(du_admm: str | Path | None = None, onenet: str | Path | None = None,
+                         wavelet: bool = True) -> list[Method]:
+    """The methods of a Table 1 run from saved weights: DU-ADMM from a trained prior folder
+    (``<run>/params``), OneNet from a pretrained projector folder, and wavelet-ℓ1, in that
+    order. Reading the weights happens here, so unreadable ones fail before any evaluation."""
+    methods = []
+    if du_admm:
+        from admm_jax.train import load_prior
+
+        prior_fn, params, cfg = load_prior(Path(du_admm))
+        methods.append(du_admm_method(prior_fn, params, cfg.method_name))
+    if onenet:
+        from admm_jax.baselines.onenet_train import load_projector
+
+        proj_fn, params, _ = load_projector(Path(onenet))
+        methods.append(onenet_method(proj_fn, params))
+    if wavelet:
+        methods.append(wavelet_method())
+    return methods
+
+
 def custom_method(name: str, prox: Callable[[Array, Array], Array],
                   settings: IterativeSettings | Callable[[ProblemSettings], IterativeSettings]
                   ) -> Method:
