@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from admm_jax.priors.upsample_conv import upsample_conv
+
 __all__ = [
     "INIT_STDDEV",
     "RESIZE_MODES",
@@ -311,8 +313,20 @@ class Deconv2D(_ResizeConv):
         if self.stride > 1 or output_size is not None:
             if output_size is None:
                 output_size = (x.shape[1] * self.stride, x.shape[2] * self.stride)
-            x = resize_nearest(x, output_size, self.resize_mode)
+            if tuple(output_size) != tuple(x.shape[1:3]):
+                return self._upsample_conv(x, output_size)
         return self._conv(x)
+
+    def _upsample_conv(self, x: jax.Array, output_size: Sequence[int]) -> jax.Array:
+        # resize + conv in one: for the ×2 maps the networks use, the convolution runs at the
+        # input resolution, phase by phase (admm_jax.priors.upsample_conv); same values
+        row_map = resize_index_map(x.shape[1], int(output_size[0]), self.resize_mode)
+        col_map = resize_index_map(x.shape[2], int(output_size[1]), self.resize_mode)
+        cd = self.compute_dtype
+        y = upsample_conv(x.astype(cd), self.kernel[...].astype(cd), row_map, col_map)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(cd)
+        return y
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ Architecture (``c = round(64·width)``, ``L = levels``; all convolutions 3×3, '
   ``blocks`` residual blocks (conv, ReLU, conv, + input), then (except the last level) a
   stride-2 conv to ``c·2^(k+1)`` channels;
 * decoder level ``k = L−2 … 0``: nearest-neighbour ×2 upsampling and a conv back to
-  ``c·2^k`` channels, **added** to the encoder's output at that level (skip), then ``blocks``
+  ``c·2^k`` channels (computed at the lower resolution, same values), **added** to the encoder's output at that level (skip), then ``blocks``
   residual blocks;
 * ``tail``: conv c → 3, initialised to zero, so ``P(v) = v + tail(…)`` is the identity at
   initialisation.
@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+from admm_jax.priors.upsample_conv import upsample_conv
 
 __all__ = ["ResidualUNet", "unet_prior"]
 
@@ -107,12 +110,20 @@ class ResidualUNet(nnx.Module):
                 skips.append(h)
                 h = self.down[k](h)
         for k in reversed(range(self.levels - 1)):
-            b, hh, ww, ch = h.shape
-            h = jax.image.resize(h, (b, hh * 2, ww * 2, ch), method="nearest")
-            h = self.up[k](h) + skips[k]
+            h = self._upsample(k, h) + skips[k]
             for block in self.dec[k]:
                 h = block(h)
         return v + self.tail(h).astype(jnp.float32)
+
+
+    def _upsample(self, k: int, h: jax.Array) -> jax.Array:
+        """Nearest-neighbour ×2 (each pixel a 2×2 block) and the 3×3 conv ``up[k]``, computed
+        at the input resolution, phase by phase (:mod:`admm_jax.priors.upsample_conv`)."""
+        conv = self.up[k]
+        dt = conv.dtype or h.dtype
+        rows, cols = np.arange(2 * h.shape[1]) // 2, np.arange(2 * h.shape[2]) // 2
+        y = upsample_conv(h.astype(dt), conv.kernel[...].astype(dt), rows, cols)
+        return y + conv.bias[...].astype(dt)
 
 
 def unet_prior(width: float = 0.25, rngs: nnx.Rngs | None = None, **overrides) -> ResidualUNet:
