@@ -88,6 +88,35 @@ def test_sampler_layout_noise_range_and_family_frequencies():
     assert counts[4] == 2 * n_draws and counts[5] == counts[6] == counts[7] == n_draws
 
 
+def test_paper_families_are_the_paper_masks_and_the_paper_mix_draws_them():
+    """The "families+paper" mix: its paper_* families give exactly the named problems' masks
+    (same key), and its sampler draws the mask group with the stated probabilities."""
+    from admm_jax.families import FAMILY_MIXES, get_family_mix
+    from admm_jax.problems import get_problem
+
+    shape = (64, 64, 3)
+    for fam, prob in (("paper_pid", "pid"), ("paper_bi", "bi"), ("paper_si", "si")):
+        key = jax.random.PRNGKey(7)
+        got = np.asarray(TRAINING_FAMILIES[fam].make(key, shape).mask)
+        want = np.asarray(get_problem(prob).make_operator(key, shape).mask)
+        np.testing.assert_array_equal(got, want, err_msg=fam)
+    assert FamilyMix().families == FAMILY_MIXES["families"].families  # default unchanged
+    assert "paper_bi" not in FamilyMix().families
+    mix = get_family_mix("families+paper")
+    mix.validate()
+    want = mix.probabilities("mask")  # 4 randomised + pid + si at 1/8, the centred block 2/8
+    names = [f.name for f in mix.members("mask")]
+    assert np.allclose(want, [0.25 if n == "paper_bi" else 0.125 for n in names])
+    images = jnp.full((mix.batch_size,) + SHAPE, 0.5, jnp.float32)
+    draw = jax.jit(lambda k: sample_family_batch(mix, k, images).family)
+    fam = np.concatenate([np.asarray(draw(jax.random.PRNGKey(i)))[:4] for i in range(300)])
+    freq = np.asarray([np.mean(fam == mix.families.index(n)) for n in names])
+    # 1,200 mask draws: binomial std <= 0.0125 per frequency, 4 std
+    assert np.max(np.abs(freq - want)) < 0.05, dict(zip(names, freq))
+    with pytest.raises(ValueError, match="unknown family mix 'paper'.*families\\+paper"):
+        get_family_mix("paper")
+
+
 def test_grouped_batch_equals_each_sample_alone(x64):
     """Every family in one OperatorGroups batch (a different ρ per sample) against each sample
     solved on its own with its own operator, in float64."""

@@ -36,7 +36,7 @@ PAPER = "paper"
 RELEASED = "released"
 LOSSES = ("mse", "psnr")
 ARCHITECTURES = ("paper", "unet")
-OPERATOR_MIXES = ("problems", "families")
+OPERATOR_MIXES = ("problems", "families", "families+paper")
 RHO_RULES = ("fixed", "learned")
 OBJECTIVES = ("unrolled", "denoise")
 #: the denoise objective draws the noise std per sample from U[0, DENOISE_SIGMA_MAX]
@@ -62,8 +62,9 @@ class TrainConfig:
     problems: tuple[str, ...] = ("pid", "bi", "si", "sr")
     problem_probs: tuple[float, ...] | None = None
     per_sample_problems: bool = True
-    # "problems": the mix of ``problems`` above (the paper); "families": randomised operator
-    # families (admm_jax.families.FamilyMix; batch_size must be its 10 slots). Not in the paper.
+    # "problems": the mix of ``problems`` above (the paper); "families" / "families+paper":
+    # randomised operator families (admm_jax.families.FAMILY_MIXES; batch_size must be their
+    # 10 slots). Not in the paper.
     operator_mix: str = "problems"
     # "fixed": each problem's ρ (0.3 for families); "learned": a per-iteration schedule
     # ρ_t(σ) trained with the prior (admm_jax.rho_rules). Not in the paper.
@@ -97,7 +98,7 @@ class TrainConfig:
         """Row label of this prior in the evaluation tables (names every non-paper option)."""
         if self.objective == "denoise":
             return "PnP-ADMM (own denoiser)"
-        if self.operator_mix == "families":
+        if self.operator_mix != "problems":
             return "general prior (operator families)"
         if self.architecture == "unet":
             return "DU-ADMM (U-Net prior)"
@@ -157,12 +158,13 @@ class TrainConfig:
             raise ValueError(f"objective='denoise' trains a plain denoiser (no operator, no ρ): "
                              f"it needs operator_mix='problems' and rho_rule='fixed', got "
                              f"operator_mix={self.operator_mix!r}, rho_rule={self.rho_rule!r}")
-        if self.operator_mix == "families":
-            from admm_jax.families import FamilyMix
+        if self.operator_mix != "problems":
+            from admm_jax.families import get_family_mix
 
-            if self.batch_size != FamilyMix().batch_size:
-                raise ValueError(f"operator_mix='families' lays out {FamilyMix().batch_size} "
-                                 f"samples per batch ({dict(FamilyMix().slots)}); got "
+            mix = get_family_mix(self.operator_mix)
+            if self.batch_size != mix.batch_size:
+                raise ValueError(f"operator_mix={self.operator_mix!r} lays out {mix.batch_size} "
+                                 f"samples per batch ({dict(mix.slots)}); got "
                                  f"batch_size={self.batch_size}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")

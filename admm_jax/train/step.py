@@ -24,7 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from admm_jax.admm import unrolled_admm
-from admm_jax.families import FamilyMix, sample_family_batch
+from admm_jax.families import FAMILY_MIXES, sample_family_batch
 from admm_jax.presets import training_rho
 from admm_jax.problems import Problem, measure_mixed
 from admm_jax.rho_rules import rho_for_batch
@@ -112,8 +112,8 @@ def denoise_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array, cfg:
 def _measure_batch(params: Any, images: Array, key: Array, problems: tuple[Problem, ...],
                    cfg: TrainConfig) -> tuple[Any, Any, Array, Array]:
     """(operators, y, ρ, category of each sample) for the configured operator mix / ρ rule."""
-    if cfg.operator_mix == "families":
-        batch = sample_family_batch(FamilyMix(), key, images)
+    if cfg.operator_mix in FAMILY_MIXES:
+        batch = sample_family_batch(FAMILY_MIXES[cfg.operator_mix], key, images)
         op, y, sigma, index = batch.op, batch.y, batch.sigma, batch.family
         rho = jnp.full((images.shape[0],), 0.3, images.dtype)
     else:
@@ -131,8 +131,8 @@ def loss_categories(problems: tuple[Problem, ...], cfg: TrainConfig) -> tuple[st
     one category "denoise")."""
     if cfg.objective == "denoise":
         return ("denoise",)
-    if cfg.operator_mix == "families":
-        return FamilyMix().families
+    if cfg.operator_mix in FAMILY_MIXES:
+        return FAMILY_MIXES[cfg.operator_mix].families
     return tuple(p.name for p in problems)
 
 
