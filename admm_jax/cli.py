@@ -248,8 +248,8 @@ def _add_solve_parser(sub) -> None:
                    help="ADMM penalty (default: the prior's rho for the problem)")
     s.add_argument("--iters", type=int, default=None,
                    help="unrolled iterations (default: the T the prior was trained with; "
-                        "the general prior takes multiples of its T = 8, run as restarted "
-                        "blocks: 32 is recommended for operators beyond the paper's problems)")
+                        "the general prior takes multiples of its T = 8, run as blocks of its "
+                        "schedule: 32 is recommended for operators beyond the paper's problems)")
     s.add_argument("--grey", action="store_true",
                    help="treat every input as greyscale (greyscale files are detected anyway)")
     s.add_argument("--seed", type=int, default=0, help="seed of the simulated masks and noise")

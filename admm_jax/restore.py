@@ -212,8 +212,9 @@ def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = N
     not clipped. ``rho`` defaults to ``prior.rho_for(problem)`` (``inpaint`` uses the
     scattered-inpainting ρ); for a prior with a learned ρ rule (``general``) to its schedule
     ρ_t(σ) at the noise level ``sigma`` (default: the problem's), run ``num_iters`` = k·T
-    iterations as k restarted blocks (:meth:`~admm_jax.pretrained_priors.PretrainedPrior.
-    solve`; 32 is the recommendation for operators beyond the paper's problems).
+    iterations as k blocks of the schedule (:meth:`~admm_jax.pretrained_priors.PretrainedPrior.
+    solve`, with the prior's ``long_run_rule``; 32 is the recommendation for operators beyond
+    the paper's problems).
 
     Greyscale (C = 1): the measurement is solved as an RGB image whose three channels carry
     the same measurement (:func:`lift_to_rgb`, ``y`` replicated), and the three channels of the

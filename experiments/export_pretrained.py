@@ -40,9 +40,11 @@ DATASETS = {
     "general": {
         "name": "UTKFace part 1 (train split), then operator families",
         "detail": "the 'faces' prior (8,175 UTKFace faces, 64x64) fine-tuned on the same faces "
-                  "with randomised operator families (admm_jax.families.TRAINING_FAMILIES) and "
-                  "noise sigma ~ U[0, 0.1], learning a rho_t(sigma) rule "
-                  "(experiments/train_general_prior.sh)",
+                  "in two stages, learning a rho_t(sigma) rule, noise sigma ~ U[0, 0.1]: 1,500 "
+                  "steps on nine randomised operator families (mix 'families', "
+                  "experiments/train_general_prior.sh), then 1,500 steps on the same families "
+                  "plus the paper's PID/BI/SI masks (mix 'families+paper', "
+                  "experiments/train_general_prior_stage2.sh); admm_jax.families.FAMILY_MIXES",
         "licence": "UTKFace: non-commercial research use only, copyright stays with the image "
                    "owners; cite Zhang, Song, Qi, CVPR 2017",
     },
@@ -74,6 +76,35 @@ def training_record(src: Path, cfg) -> dict:
         "command": "experiments/results_cpu.sh (admm-jax train --architecture unet --width 0.25 "
                    "--loss psnr --lr 5e-4 --batch 8 --steps 3000 ...)",
     }
+
+
+def _family_command(cfg) -> str:
+    script = {"families": "experiments/train_general_prior.sh",
+              "families+paper": "experiments/train_general_prior_stage2.sh"}[cfg.operator_mix]
+    return f"{script} (admm-jax train --operator-mix {cfg.operator_mix} --rho-rule learned ...)"
+
+
+def _stages(src: Path, cfg) -> list[dict]:
+    """The chain of fine-tuning runs behind a family-trained prior, first stage first: each
+    run's mix, steps and log, followed through ``init_weights`` while it points at another
+    family-trained run (the first run starts from a prior trained on the paper's problems)."""
+    from admm_jax.train.config import TrainConfig
+
+    chain = []
+    while True:
+        rows = list(open(src / "metrics.csv")) if (src / "metrics.csv").exists() else []
+        chain.append({"weights": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
+                      "operator_mix": cfg.operator_mix, "learning_rate": cfg.learning_rate,
+                      "steps": int(rows[-1].split(",")[0]) if len(rows) > 1 else None,
+                      "command": _family_command(cfg)})
+        nxt = ROOT / cfg.init_weights if cfg.init_weights else None
+        if nxt is None or not (nxt / "config.json").exists():
+            break
+        prev = TrainConfig.from_dict(json.loads((nxt / "config.json").read_text()))
+        if prev.operator_mix == "problems":
+            break
+        src, cfg = nxt, prev
+    return chain[::-1]
 
 
 def calibrate_deblur_rho(prior) -> dict:
@@ -130,6 +161,10 @@ def main(argv=None) -> int:
     ap.add_argument("--curves", default=None, help="committed PSNR-against-steps plot to cite")
     ap.add_argument("--results", default=None, help="committed evaluation folder to cite")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing prior")
+    ap.add_argument("--long-runs", default=None, metavar="RESULTS_JSON",
+                    help="a learned-rule prior: experiments/general_prior_iterations.py's "
+                         "results.json, whose choice on training faces (rule, T) becomes the "
+                         "prior's long_runs (how solve(num_iters=k*T) runs)")
     args = ap.parse_args(argv)
 
     import jax
@@ -178,9 +213,13 @@ def main(argv=None) -> int:
     }
     if rule is not None:
         meta["rho_rule"] = rule
+        if args.long_runs:
+            choice = json.loads(Path(args.long_runs).read_text())["choice"]
+            meta["long_runs"] = {"rule": choice["rule"], "num_iters": int(choice["T"]),
+                                 "chosen_on": choice["on"], "from": args.long_runs}
         meta["training"]["problems"] = "operator families (admm_jax.families)"
-        meta["training"]["command"] = ("experiments/train_general_prior.sh (admm-jax train "
-                                       "--operator-mix families --rho-rule learned ...)")
+        meta["training"]["command"] = _family_command(cfg)
+        meta["training"]["stages"] = _stages(args.src, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "w.npz", **params_to_arrays(params))

@@ -295,7 +295,7 @@ def write_table(res: dict, base: dict, path: Path) -> None:
               f"at test time). Per-operator T for that rule (also chosen on the training faces): "
               + ", ".join(f"{n} {t}" for n, t in ch["per_operator_T"].items()) + ".", ""]
     if res["final"]:
-        L += [f"## Chosen rule on test faces vs the baselines of results/general_prior/table.md",
+        L += [f"## Chosen rule on test faces vs the baselines of {a['baselines']}/table.md",
               "", "Mean PSNR (dB, ±std). wavelet / PnP / general T=8 are that table's columns "
               "(same images, same operator draws); Δ = paired mean difference vs PnP "
               "(± standard error) and the number of images where the general prior wins.", "",

@@ -60,6 +60,14 @@ def test_shipped_priors_are_listed_and_described():
         else:  # the general prior: a learned rho_t(sigma), fine-tuned 1,500 steps
             assert md["rho_rule"]["formula"] and p.rho_schedule(0.05).shape == (8,)
             assert md["exported"]["date"] and md["training"]["steps"] == 1500
+            # two fine-tuning stages, each with its mix and committed log; 32 iterations
+            # as the long-run choice made on training faces
+            assert [s["operator_mix"] for s in md["training"]["stages"]] == [
+                "families", "families+paper"]
+            assert p.long_run_rule == md["long_runs"]["rule"] and md["long_runs"]["num_iters"] == 32
+            for stage in md["training"]["stages"]:
+                if (ROOT / "results").exists():
+                    assert (ROOT / stage["weights"] / "metrics.csv").exists()
         log = ROOT / md["training"]["log"]
         if log.parent.exists():  # the repository (not an installed wheel): the log is committed
             assert log.exists()
@@ -287,6 +295,20 @@ def test_a_learned_rho_rule_in_the_metadata_drives_solve_and_restore(tmp_path):
                     num_iters=2 * t)
     np.testing.assert_allclose(z2, np.asarray(want2[0]), atol=4e-4)
     assert float(jnp.max(jnp.abs(want2 - want))) > 1e-2  # the second block does something
+    # long_runs rule "cycle" (as the shipped general prior's metadata says): the schedule
+    # tiled over 2T iterations in one solve, the dual u kept between the blocks
+    assert prior.long_run_rule == "restart" and prior.restart_every(2 * t) == t
+    meta["long_runs"] = {"rule": "cycle", "num_iters": 4 * t}
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    cyc = load_pretrained_files(d / "faces.npz", tmp_path / "c.json", "c")
+    assert cyc.long_run_rule == "cycle" and cyc.restart_every(2 * t) is None
+    want_c = aj.unrolled_admm(cyc, op, y, jnp.concatenate([sched, sched]), 2 * t)
+    np.testing.assert_allclose(np.asarray(cyc.solve(op, y, sigma=0.1, num_iters=2 * t)),
+                               np.asarray(want_c), atol=4e-4)
+    zc, _ = restore(cyc, jax.tree_util.tree_map(lambda a: a[0], op), y[0], sigma=0.1,
+                    num_iters=2 * t)
+    np.testing.assert_allclose(zc, np.asarray(want_c[0]), atol=4e-4)
+    assert float(jnp.max(jnp.abs(want_c - want2))) > 1e-3  # keeping u is not restarting it
     with pytest.raises(ValueError, match=f"multiple of {t}"):
         prior.solve(op, y, sigma=0.1, num_iters=t + 4)
     with pytest.raises(ValueError, match="give sigma="):

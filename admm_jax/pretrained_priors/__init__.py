@@ -148,11 +148,11 @@ class PretrainedPrior:
         the named problem's noise level); else :meth:`rho_for` ``(problem)``.
 
         A prior with a learned rule runs ``num_iters`` = k·T (k = 1, 2, ...) iterations as k
-        blocks of its T-step schedule, each block restarting the scaled dual u from 0 and
-        continuing from the previous block's z (:meth:`restart_every`). On operators beyond
-        the paper's problems k = 4 (32 iterations) was the best single choice on training
-        faces: +5.7 dB on compressive sensing, +3.2 dB on demosaicing, +1.7 dB on k-space rows
-        over T = 8, level on deblurring (RESULTS.md §7)."""
+        blocks of its T-step schedule, each block continuing from the previous one; whether
+        the scaled dual u restarts from 0 at each block is the prior's :attr:`long_run_rule`
+        (:meth:`restart_every`), chosen with the iteration count on training faces. On
+        operators beyond the paper's problems k = 4 (32 iterations) was that choice for the
+        shipped general prior (RESULTS.md §7)."""
         from admm_jax.admm import unrolled_admm
 
         t = self.num_iters if num_iters is None else num_iters
@@ -162,12 +162,24 @@ class PretrainedPrior:
             restart = self.restart_every(t)
         return unrolled_admm(self, op, y, rho, t, restart_every=restart)
 
+    @property
+    def long_run_rule(self) -> str:
+        """How a prior with a learned rule runs k·T > T iterations: ``"restart"`` (the scaled
+        dual u back to 0 at every block of T) or ``"cycle"`` (the schedule repeated, u kept).
+        From the metadata's ``long_runs`` (the rule chosen on training faces); ``"restart"``
+        where the metadata does not say."""
+        rule = self.metadata.get("long_runs", {}).get("rule", "restart")
+        if rule not in ("restart", "cycle"):
+            raise ValueError(f"prior {self.name!r}: long_runs rule must be 'restart' or "
+                             f"'cycle', got {rule!r}")
+        return rule
+
     def restart_every(self, num_iters: int) -> int | None:
         """T for a prior with a learned rule run for k·T > T iterations with its own schedule
-        (u restarts at every block), else None."""
+        and the ``"restart"`` :attr:`long_run_rule`; else None (u never restarts)."""
         if self.rho_rule is None or num_iters <= self.num_iters:
             return None
-        return self.num_iters
+        return self.num_iters if self.long_run_rule == "restart" else None
 
     def default_rho_for(self, problem: str | None, sigma: float | None,
                         num_iters: int | None = None) -> Array | float:
