@@ -8,8 +8,11 @@ both gradients of
 
 * ``literal``: gather by the index maps, then a 'SAME' convolution at the high resolution
   (:func:`admm_jax.priors.upsample_conv.upsample_conv_reference`, what the library ran before);
-* ``split``: :func:`admm_jax.priors.upsample_conv.upsample_conv` (four low-resolution
-  convolutions with folded kernels plus the exact edge corrections).
+* ``split``: :func:`admm_jax.priors.upsample_conv.upsample_conv` with ``force_split=True``
+  (four low-resolution convolutions with folded kernels plus the exact edge corrections).
+
+The last column says which of the two the library runs for that layer
+(:func:`~admm_jax.priors.upsample_conv.use_phase_split`: the split from 16×16 inputs on).
 
 The two are run alternately in rounds so that machine noise hits both. Usage::
 
@@ -33,7 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import load_average, machine_info, print_table, time_compiled, write_json  # noqa: E402
 
 from admm_jax.priors.layers import resize_index_map  # noqa: E402
-from admm_jax.priors.upsample_conv import upsample_conv, upsample_conv_reference  # noqa: E402
+from admm_jax.priors.upsample_conv import (  # noqa: E402
+    upsample_conv, upsample_conv_reference, use_phase_split,
+)
 
 #: (name, batch, input side, C_in, C_out, kernel, index map kind)
 LAYERS = (
@@ -55,8 +60,11 @@ def time_layer(layer, repeats: int, rounds: int) -> dict:
     x = jax.random.normal(key, (b, n, n, c_in), jnp.float32)
     w = 0.05 * jax.random.normal(jax.random.fold_in(key, 1), (k, k, c_in, c_out), jnp.float32)
     m = index_map(kind, n)
-    impls = {"literal": upsample_conv_reference, "split": upsample_conv}
-    diff = float(jnp.max(jnp.abs(upsample_conv(x, w, m, m) - upsample_conv_reference(x, w, m, m))))
+    def split(a, b_, rows, cols):
+        return upsample_conv(a, b_, rows, cols, force_split=True)
+
+    impls = {"literal": upsample_conv_reference, "split": split}
+    diff = float(jnp.max(jnp.abs(split(x, w, m, m) - upsample_conv_reference(x, w, m, m))))
     times: dict[str, dict[str, list[float]]] = {i: {"fwd": [], "fwd+grad": []} for i in impls}
     compile_s: dict[str, dict[str, float]] = {i: {} for i in impls}
     for r in range(rounds):
@@ -71,6 +79,7 @@ def time_layer(layer, repeats: int, rounds: int) -> dict:
                 times[impl][what].extend(res["times_s"])
                 compile_s[impl][what] = res["lower_s"] + res["compile_s"]
     row = {"layer": name, "max_abs_diff": diff, "compile_s": compile_s,
+           "library_uses": "split" if use_phase_split(x.shape, w.shape, m, m) else "literal",
            "times_s": times, "load_end": load_average()}
     for what in ("fwd", "fwd+grad"):
         lit = statistics.median(times["literal"][what])
@@ -92,7 +101,8 @@ def main(argv=None) -> dict:
     rows = [time_layer(layer, args.repeats, args.rounds) for layer in LAYERS]
     cols = [("layer", "layer")] + [(f"{w} {i} ms", f"{w}_{i}_ms") for w in ("fwd", "fwd+grad")
                                    for i in ("literal", "split")] + [
-        ("fwd x", "fwd_speedup"), ("fwd+grad x", "fwd+grad_speedup"), ("max |diff|", "diff")]
+        ("fwd x", "fwd_speedup"), ("fwd+grad x", "fwd+grad_speedup"), ("max |diff|", "diff"),
+        ("library uses", "library_uses")]
     shown = [{**{k: (f"{v:.2f}" if isinstance(v, float) else v) for k, v in r.items()},
               "diff": f"{r['max_abs_diff']:.1e}"} for r in rows]
     table = print_table(shown, cols)

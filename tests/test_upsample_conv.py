@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from admm_jax.priors import ResidualUNet, resize_index_map
-from admm_jax.priors.upsample_conv import phase_plan, upsample_conv
+from admm_jax.priors.upsample_conv import phase_plan, upsample_conv, use_phase_split
 
 
 def np_upsample_conv(x, w, rows, cols):
@@ -44,7 +44,7 @@ def test_values_and_gradients_match_float64_literal_form(x64, kind, k):
     rows, cols = _maps(kind, n_r), _maps(kind, n_c)
     x = rng.normal(size=(2, n_r, n_c, 3))
     w = rng.normal(size=(k, k + 1, 3, 2))   # non-square kernel too
-    got = upsample_conv(jnp.asarray(x), jnp.asarray(w), rows, cols)
+    got = upsample_conv(jnp.asarray(x), jnp.asarray(w), rows, cols, force_split=True)
     np.testing.assert_allclose(np.asarray(got), np_upsample_conv(x, w, rows, cols),
                                rtol=1e-12, atol=1e-12)
     # gradients: the map is linear in x and in w, so the VJP of a fixed cotangent g is
@@ -52,7 +52,8 @@ def test_values_and_gradients_match_float64_literal_form(x64, kind, k):
     # sum(g * f) equal f applied to unit directions, here via a random direction (exact)
     g = rng.normal(size=got.shape)
     dx, dw = rng.normal(size=x.shape), rng.normal(size=w.shape)
-    gx, gw = jax.grad(lambda a, b: jnp.sum(jnp.asarray(g) * upsample_conv(a, b, rows, cols)),
+    gx, gw = jax.grad(lambda a, b: jnp.sum(jnp.asarray(g) * upsample_conv(a, b, rows, cols,
+                                                                          force_split=True)),
                       argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w))
     np.testing.assert_allclose(float(jnp.sum(gx * dx)),
                                np.sum(g * np_upsample_conv(dx, w, rows, cols)), rtol=1e-10)
@@ -68,6 +69,17 @@ def test_plan_uses_the_phase_split_for_the_networks_maps():
     assert phase_plan(_maps("custom", 8), 8, 4).corrections          # clamped ends
     assert not phase_plan(_maps("tf_legacy", 8), 8, 4).corrections   # a clean x2 repeat
     assert phase_plan(_maps("stretch", 8), 8, 4) is None
+    # used from 16x16 inputs on (measured faster there), the literal form below
+    assert use_phase_split((2, 16, 16, 8), (4, 4, 8, 4), _maps("custom", 16), _maps("custom", 16))
+    assert not use_phase_split((2, 8, 8, 8), (4, 4, 8, 4), _maps("custom", 8), _maps("custom", 8))
+
+
+def test_split_from_16_pixels_on_equals_literal_in_float64(x64):
+    rng = np.random.default_rng(9)
+    m = _maps("custom", 16)
+    x, w = rng.normal(size=(1, 16, 16, 2)), rng.normal(size=(4, 4, 2, 3))
+    np.testing.assert_allclose(np.asarray(upsample_conv(jnp.asarray(x), jnp.asarray(w), m, m)),
+                               np_upsample_conv(x, w, m, m), rtol=1e-12, atol=1e-12)
 
 
 def test_unet_up_path_equals_resize_then_conv():

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from admm_jax.priors.upsample_conv import upsample_conv
+from admm_jax.priors.upsample_conv import upsample_conv, use_phase_split
 
 __all__ = [
     "INIT_STDDEV",
@@ -318,10 +318,13 @@ class Deconv2D(_ResizeConv):
         return self._conv(x)
 
     def _upsample_conv(self, x: jax.Array, output_size: Sequence[int]) -> jax.Array:
-        # resize + conv in one: for the ×2 maps the networks use, the convolution runs at the
-        # input resolution, phase by phase (admm_jax.priors.upsample_conv); same values
+        # resize + conv in one: for the ×2 maps the networks use, from 16×16 inputs on, the
+        # convolution runs at the input resolution, phase by phase
+        # (admm_jax.priors.upsample_conv); same values
         row_map = resize_index_map(x.shape[1], int(output_size[0]), self.resize_mode)
         col_map = resize_index_map(x.shape[2], int(output_size[1]), self.resize_mode)
+        if not use_phase_split(x.shape, self.kernel.shape, row_map, col_map):
+            return self._conv(resize_nearest(x, output_size, self.resize_mode))
         cd = self.compute_dtype
         y = upsample_conv(x.astype(cd), self.kernel[...].astype(cd), row_map, col_map)
         if self.bias is not None:

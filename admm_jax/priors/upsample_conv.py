@@ -19,7 +19,8 @@ its length.
 So ``upsample_conv(x, kernel, row_map, col_map)`` equals
 ``conv_same(x[:, row_map][:, :, col_map], kernel)`` up to float rounding (tested against a
 float64 dense reference, values and gradients, in ``tests/test_upsample_conv.py``), for any
-index maps; maps that are not a (shifted, clamped) ×2 repeat fall back to the literal form.
+index maps; maps that are not a (shifted, clamped) ×2 repeat, and inputs smaller than
+:data:`MIN_SPLIT_SIDE` (where the split is slower, measured), use the literal form.
 """
 
 from __future__ import annotations
@@ -30,7 +31,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["upsample_conv", "upsample_conv_reference", "phase_plan"]
+__all__ = ["upsample_conv", "upsample_conv_reference", "phase_plan", "use_phase_split",
+           "MIN_SPLIT_SIDE"]
+
+#: The phase split is used when the input is at least this many pixels on each side. Measured
+#: (benchmarks/bench_upsample_conv.py, 2-core CPU, forward + both gradients): from 16×16 on it
+#: is 1.1–2× faster than the literal form; at 8×8 with 256 channels (the paper prior's first
+#: decoder layer at width 0.25) the four small convolutions' weight gradients are 1.6× slower
+#: and the edge corrections double that.
+MIN_SPLIT_SIDE = 16
 
 
 class AxisPlan(NamedTuple):
@@ -164,18 +173,31 @@ def upsample_conv_reference(x: jax.Array, kernel: jax.Array, row_map: np.ndarray
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+def use_phase_split(in_shape: tuple[int, ...], kernel_shape: tuple[int, ...],
+                    row_map: np.ndarray, col_map: np.ndarray) -> bool:
+    """Whether :func:`upsample_conv` splits by phase for an NHWC input of ``in_shape`` and an
+    HWIO ``kernel_shape``: both maps (shifted, clamped) ×2 repeats and both sides at least
+    :data:`MIN_SPLIT_SIDE`."""
+    h, w = int(in_shape[1]), int(in_shape[2])
+    return (min(h, w) >= MIN_SPLIT_SIDE
+            and phase_plan(row_map, h, int(kernel_shape[0])) is not None
+            and phase_plan(col_map, w, int(kernel_shape[1])) is not None)
+
+
 def upsample_conv(x: jax.Array, kernel: jax.Array, row_map: np.ndarray,
-                  col_map: np.ndarray) -> jax.Array:
+                  col_map: np.ndarray, *, force_split: bool = False) -> jax.Array:
     """``conv_same(x[:, row_map][:, :, col_map], kernel)`` computed at low resolution.
 
     x: (B, H, W, C); kernel: (kh, kw, C, O); row_map: (H_out,) and col_map: (W_out,) static
     integer source indices (numpy). Returns (B, H_out, W_out, O) in the dtype of ``x`` and
     ``kernel``. When both maps are (shifted, clamped) ×2 repeats the work is done by the phase
-    split of the module docstring; otherwise by :func:`upsample_conv_reference`.
+    split of the module docstring when :func:`use_phase_split` (``force_split``: whenever the
+    maps allow, whatever the size; for tests); otherwise by :func:`upsample_conv_reference`.
     """
     rows = phase_plan(row_map, x.shape[1], kernel.shape[0])
     cols = phase_plan(col_map, x.shape[2], kernel.shape[1])
-    if rows is None or cols is None:
+    if rows is None or cols is None or not (
+            force_split or use_phase_split(x.shape, kernel.shape, row_map, col_map)):
         return upsample_conv_reference(x, kernel, row_map, col_map)
     out = _phases(x, kernel, rows, cols)
     # real = model + (real − model) along rows (with the real column map) + the model row
