@@ -44,7 +44,7 @@ from admm_jax.operators import (
 
 __all__ = ["Degradation", "RESTORE_PROBLEMS", "simulate", "observe", "restore", "lift_to_rgb",
            "read_image",
-           "read_mask", "read_kernel", "write_png", "restore_files", "ssim"]
+           "read_mask", "read_kernel", "write_png", "restore_files", "solve_settings", "ssim"]
 
 Array = jax.Array
 RESTORE_PROBLEMS = ("pid", "si", "bi", "inpaint", "sr", "deblur")
@@ -221,20 +221,8 @@ def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = N
     result are averaged. The priors were trained on colour images; run channel-replicated
     inside a one-channel ADMM instead, they lose 0.8–4.8 dB on inpainting (RESULTS.md §6).
     """
-    t = prior.num_iters if num_iters is None else num_iters
-    if isinstance(t, bool) or int(t) != t or t < 1:
-        raise ValueError(f"num_iters must be an integer >= 1, got {t}")
-    named = "si" if problem == "inpaint" else problem
-    restart = None
-    if rho is None and getattr(prior, "rho_rule", None) is not None:
-        rho = np.asarray(prior.default_rho_for(named, sigma if sigma is not None else (
-            0.0 if named is None else None), t), np.float32)  # (T, 1) schedule
-        restart = prior.restart_every(int(t))
-    else:
-        rho = prior.rho_for(named) if rho is None else rho
-        if not (np.isfinite(rho) and rho > 0):
-            raise ValueError(f"rho must be > 0, got {rho}")
-        rho = np.float32(rho)
+    t, rho, restart = solve_settings(prior, problem=problem, rho=rho, num_iters=num_iters,
+                                     sigma=sigma)
     grey = op.in_shape[-1] == 1
     if grey:
         op, y = lift_to_rgb(op), jnp.repeat(jnp.asarray(y), 3, axis=-1)
@@ -244,6 +232,31 @@ def restore(prior: Any, op: LinearOperator, y: Array, *, problem: str | None = N
     if grey:
         z, start = z.mean(axis=-1, keepdims=True), start.mean(axis=-1, keepdims=True)
     return z, start
+
+
+def solve_settings(prior: Any, *, problem: str | None = None, rho: float | None = None,
+                   num_iters: int | None = None, sigma: float | None = None
+                   ) -> tuple[int, np.ndarray | np.float32, int | None]:
+    """What :func:`restore` runs: ``(T, ρ, restart_every)``, validated without solving.
+
+    T: ``num_iters`` or the prior's. ρ: given (> 0), or the prior's per-problem ρ, or, for a
+    prior with a learned rule, its schedule at ``sigma`` (default: the problem's noise level;
+    0 without a problem) tiled to T, shape (T, 1). restart_every: per the prior's long-run
+    rule. Raises ``ValueError`` naming the bad value (e.g. a T that is not a multiple of the
+    learned schedule's length).
+    """
+    t = prior.num_iters if num_iters is None else num_iters
+    if isinstance(t, bool) or int(t) != t or t < 1:
+        raise ValueError(f"num_iters must be an integer >= 1, got {t}")
+    named = "si" if problem == "inpaint" else problem
+    if rho is None and getattr(prior, "rho_rule", None) is not None:
+        sched = np.asarray(prior.default_rho_for(named, sigma if sigma is not None else (
+            0.0 if named is None else None), t), np.float32)  # (T, 1) schedule
+        return int(t), sched, prior.restart_every(int(t))
+    rho = prior.rho_for(named) if rho is None else rho
+    if not (np.isfinite(rho) and rho > 0):
+        raise ValueError(f"rho must be > 0, got {rho}")
+    return int(t), np.float32(rho), None
 
 
 _SOLVERS: dict[tuple[int, int, int | None], Callable] = {}
@@ -398,6 +411,7 @@ def restore_files(inputs: Sequence[str | Path], out_dir: str | Path, deg: Degrad
     out = Path(out_dir)
     plan = _plan(inputs, out, deg, simulate_first, overwrite)
     images = [read_image(p, grey) for p, _ in plan]  # unreadable files fail before writing
+    solve_settings(prior, problem=deg.problem, rho=rho, num_iters=num_iters, sigma=deg.sigma)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for i, ((path, outs), image) in enumerate(tqdm(list(zip(plan, images)), desc="solve",

@@ -211,6 +211,12 @@ def test_solve_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path, capsy
                                      "--out", "o"], "unknown pretrained prior 'nope'")
     _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "inpaint", "--out", "o"],
                    "needs a mask")
+    # a learned-rule prior takes multiples of its T; refused before the folder is made
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", "--prior",
+                                     "general", "--iters", "12", "--out", "o"],
+                   "num_iters must be a multiple of 8")
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", "--rho", "-1",
+                                     "--out", "o"], "rho must be > 0, got -1")
     # an existing output is never replaced without --overwrite
     out = tmp_path / "o"
     out.mkdir()
