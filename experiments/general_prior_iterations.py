@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--general", default="results/weights/utkface_general_unet_w0.25")
     ap.add_argument("--baselines", default="results/general_prior",
                     help="folder with general_prior_eval.py's results.json / per_image.json")
-    ap.add_argument("--n-tune", type=int, default=32, help="training faces for the choice")
+    ap.add_argument("--n-tune", type=int, default=32, help="training images for the choice")
     ap.add_argument("--n-sweep", type=int, default=50, help="test faces for the full sweep")
     ap.add_argument("--n-final", type=int, default=200,
                     help="test faces for the chosen rule (non-paper operators)")
@@ -225,8 +225,9 @@ def main(argv=None) -> int:
                     for n in choice_ops}
         res["choice"] = {"rule": rule, "T": t_best, "per_operator_T": per_op_t,
                          "train_mean_psnr": {f"{r}@{t}": v for (r, t), v in score.items()},
-                         "on": f"{args.n_tune} training faces, operators {choice_ops}"}
-        print(f"choice on training faces: rule {rule}, T = {t_best}; per-operator T {per_op_t}",
+                         "on": f"{args.n_tune} training images of {args.data}, operators "
+                               f"{choice_ops}"}
+        print(f"choice on training images: rule {rule}, T = {t_best}; per-operator T {per_op_t}",
               flush=True)
         save()
 
@@ -292,7 +293,7 @@ def write_table(res: dict, base: dict, path: Path) -> None:
     if ch:
         L += [f"Choice made on {ch['on']} (key PRNGKey(seed + 1000)), by the mean PSNR over "
               f"those operators: **rule `{ch['rule']}`, T = {ch['T']}** (global, tuning-free "
-              f"at test time). Per-operator T for that rule (also chosen on the training faces): "
+              f"at test time). Per-operator T for that rule (also chosen on the training images): "
               + ", ".join(f"{n} {t}" for n, t in ch["per_operator_T"].items()) + ".", ""]
     if res["final"]:
         L += [f"## Chosen rule on test faces vs the baselines of {a['baselines']}/table.md",
@@ -315,7 +316,7 @@ def write_table(res: dict, base: dict, path: Path) -> None:
                      f"(±{e['std'][t1 - 1]:.1f}) | {d(t1)} | {t2} | {e['mean'][t2 - 1]:.2f} | "
                      f"{d(t2)} |")
         L.append("")
-    for title, key, n in (("Training faces (the choice is made here)", "train", a["n_tune"]),
+    for title, key, n in (("Training images (the choice is made here)", "train", a["n_tune"]),
                           ("Test faces (sweep; reported only, no choice made here)", "sweep",
                            a["n_sweep"])):
         if not res[key]:
@@ -330,7 +331,7 @@ def write_table(res: dict, base: dict, path: Path) -> None:
                 L.append(f"| {r} | " + " | ".join(f"{per[r][t - 1]:.2f}" for t in t_grid) + " |")
             L.append("")
     if ch:
-        L += ["## Mean over the non-paper operators on training faces (the selection score)", "",
+        L += ["## Mean over the non-paper operators on training images (the selection score)", "",
               "| rule | " + " | ".join(f"T={t}" for t in t_grid) + " |",
               "|---" * (len(t_grid) + 1) + "|"]
         for r in rules:
@@ -397,7 +398,7 @@ def plot(res: dict, base: dict, path: Path) -> None:
                 lab.append(ll)
     fig.legend(h, lab, loc="lower center", ncol=min(6, len(lab)), fontsize=7)
     fig.suptitle("General prior (trained T=8): PSNR vs test-time T, per extension rule of the "
-                 "learned ρ schedule (markers: the T grid); red: T chosen on training faces", fontsize=10)
+                 "learned ρ schedule (markers: the T grid); red: T chosen on training images", fontsize=10)
     fig.tight_layout(rect=(0, 0.07 + 0.02 * (len(lab) > 6), 1, 0.96))
     fig.savefig(path, dpi=110)
     plt.close(fig)
