@@ -378,6 +378,33 @@ def test_checkpoint_cut_short_never_replaces_last_good_one(tmp_path):
     assert 1 in outcomes, f"every write finished before the kill: {outcomes}"
 
 
+def test_time_budget_ending_on_a_checkpoint_step_saves_it_once(tmp_path):
+    """The budget runs out right after the periodic save of the same step (here: a zero
+    budget, a checkpoint every step): the run ends cleanly with that checkpoint, not with
+    orbax's "checkpoint for step 1 already exists" (seen in the quick main job)."""
+    from admm_jax.train.checkpoint import Checkpointer
+    from admm_jax.train.runtime import Batches, Schedule, run_steps
+
+    class Source:
+        state = 0
+
+        def __next__(self):
+            return jnp.ones((2,))
+
+    ck = Checkpointer(tmp_path / "checkpoints")
+    res = run_steps(out=tmp_path, state={"w": jnp.zeros((2,))},
+                    step_fn=lambda st, b: ({"w": st["w"] + b}, {"loss": jnp.sum(st["w"])}),
+                    batches=Batches(Source()), checkpointer=ck, start=0,
+                    schedule=Schedule(total_steps=10, log_every=1, checkpoint_every=1),
+                    record=lambda step, m, rate: {"loss": float(m["loss"])},
+                    time_budget_s=0.0, progress=False, log=lambda msg: None)
+    assert res.out_of_time and res.end == 1
+    ck = Checkpointer(tmp_path / "checkpoints")
+    assert ck.all_steps() == [1]
+    state, meta = ck.restore({"w": jnp.zeros((2,))})
+    assert meta["step"] == 1 and np.allclose(np.asarray(state["w"]), 1.0)
+
+
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     ck = Checkpointer(tmp_path / "ck")
     ck.save(3, {"w": jnp.ones((10,))}, {"step": 3})

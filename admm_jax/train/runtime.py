@@ -116,9 +116,16 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
     deadline = None if time_budget_s is None else time.perf_counter() + float(time_budget_s)
     out_of_time, compile_s, metrics, validated = False, None, None, set()
 
+    saved: set[int] = set()
+
     def save(step: int) -> None:
+        # a step is saved once: the time budget (or Ctrl-C) can end the run right after the
+        # periodic save of the same step, and orbax refuses to write a step twice
+        if step in saved:
+            return
         checkpointer.save(step, state, {"step": step, "data": batches.state(),
                                         "seed": sched.seed})
+        saved.add(step)
 
     def run_validation(step: int) -> None:
         if validate is not None and step not in validated:
