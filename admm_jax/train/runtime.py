@@ -90,6 +90,22 @@ def to_float(batch: Any) -> Any:
     return batch.astype(np.float32, copy=False)
 
 
+class _SaveOnce:
+    """``checkpointer.save`` with the data position and seed, at most once per step: the time
+    budget (or Ctrl-C) can end a run right after the periodic save of the same step, and
+    orbax refuses to write a step twice."""
+
+    def __init__(self, checkpointer: Any, batches: Batches, seed: int):
+        self.checkpointer, self.batches, self.seed = checkpointer, batches, seed
+        self.saved: set[int] = set()
+
+    def __call__(self, step: int, state: Any) -> None:
+        if step not in self.saved:
+            self.checkpointer.save(step, state, {"step": step, "data": self.batches.state(),
+                                                 "seed": self.seed})
+            self.saved.add(step)
+
+
 def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any, Metrics]],
               batches: Batches, checkpointer: Any,
               start: int, schedule: Schedule,
@@ -116,16 +132,7 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
     deadline = None if time_budget_s is None else time.perf_counter() + float(time_budget_s)
     out_of_time, compile_s, metrics, validated = False, None, None, set()
 
-    saved: set[int] = set()
-
-    def save(step: int) -> None:
-        # a step is saved once: the time budget (or Ctrl-C) can end the run right after the
-        # periodic save of the same step, and orbax refuses to write a step twice
-        if step in saved:
-            return
-        checkpointer.save(step, state, {"step": step, "data": batches.state(),
-                                        "seed": sched.seed})
-        saved.add(step)
+    save = _SaveOnce(checkpointer, batches, sched.seed)
 
     def run_validation(step: int) -> None:
         if validate is not None and step not in validated:
@@ -143,7 +150,7 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
             if done % sched.log_every == 0 or done == end:
                 loss = float(metrics[loss_key])
                 if not math.isfinite(loss):
-                    save(done)
+                    save(done, state)
                     raise FloatingPointError(f"loss became {loss} at step {done}; checkpoint "
                                              f"saved for inspection")
                 steps_per_s = rate(done)
@@ -156,7 +163,7 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
             if (sched.val_every > 0 and done % sched.val_every == 0) or done == end:
                 run_validation(done)
             if done % sched.checkpoint_every == 0 and done != end:
-                save(done)
+                save(done, state)
             if callback is not None:
                 callback(done, state)
             if deadline is not None and time.perf_counter() >= deadline and done < end:
@@ -164,10 +171,10 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
                 run_validation(done)
                 log(f"time budget of {time_budget_s:.0f} s spent after {done} steps")
                 break
-        save(end)
+        save(end, state)
     except KeyboardInterrupt:
         done = int(jax.device_get(getattr(state, "step", start)))
-        save(done)
+        save(done, state)
         log(f"\ninterrupted: checkpoint saved at step {done} in {out / 'checkpoints'}; "
             f"rerun with --resume to continue")
         raise
