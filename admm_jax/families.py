@@ -2,9 +2,11 @@
 
 A *family* draws one operator (and a noise level) from a key: e.g. "inpainting with a random
 fraction of pixels kept", "Gaussian blur of random width", "compressive sensing at a random
-ratio". The general prior (``experiments/train_general_prior.sh``) is trained on mini-batches
-that mix all :data:`TRAINING_FAMILIES`, every sample with its own operator and noise level
-σ ~ U[0, 0.1] (images in [0, 1]).
+ratio". The general prior is trained on mini-batches that mix training families, every sample
+with its own operator and noise level σ ~ U[0, 0.1] (images in [0, 1]): first the nine
+randomised :data:`DEFAULT_FAMILIES` (mix "families", ``experiments/train_general_prior.sh``),
+then the same plus the paper's three mask geometries (mix "families+paper",
+``experiments/train_general_prior_stage2.sh``); the named mixes are :data:`FAMILY_MIXES`.
 
 Families that share an operator class share a *group* (all mask families are
 :class:`~admm_jax.operators.Mask`, Fourier and compressive-sensing sampling are
