@@ -181,15 +181,20 @@ def data_objective(op: LinearOperator, y: Any, x: Array) -> Array:
     return vmap_over_batch(one, op, y, x)
 
 
-def default_unroll(num_iters: int) -> int:
-    """Scan unrolling used when ``unroll="auto"``.
+def default_unroll(num_iters: int, backend: str | None = None) -> int:
+    """Scan unrolling used when ``unroll="auto"``: rolled (1) on CPU, full (T) elsewhere.
 
-    Fully unrolled on every backend: on XLA:CPU the reverse pass through a *rolled* scan of
-    network priors was ~20× slower (design notes §4), and on an H100 full unrolling was 19%
-    faster (32.9 vs 40.6 ms per training step). ``benchmarks/bench_train.py`` re-measures both
-    (BENCHMARKS.md: 15× on this project's 2-core CPU).
+    CPU: the rolled scan compiles one copy of the iteration instead of T, so XLA's compile time
+    drops by about 40 % (paper prior, width 0.25: 12.8 → 7.4 s), and its steps run as fast as
+    the unrolled ones (0.97–1.01× for the paper prior, 0.94× for the U-Net; BENCHMARKS.md,
+    "Rolled scans"). That holds since the priors' convolutions state their own gradients
+    (:mod:`admm_jax.priors.conv`); before, XLA:CPU ran the weight gradients inside a rolled
+    loop through its generic loop emitter and the reverse pass was 12–20× slower.
+    GPU/TPU: full unrolling, measured 19 % faster on an H100 (32.9 vs 40.6 ms per training
+    step). ``backend``: default ``jax.default_backend()``.
     """
-    return max(1, int(num_iters))
+    backend = backend or jax.default_backend()
+    return 1 if backend == "cpu" else max(1, int(num_iters))
 
 
 # --------------------------------------------------------------------------- solvers
@@ -213,7 +218,7 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
         grows with one iteration instead of T, at about one extra forward pass. With
         ``unroll="auto"`` this also rolls the scan (unroll=1): in a fully unrolled scan XLA is
         free to schedule all recomputations at once and no memory is saved (measured,
-        BENCHMARKS.md); on CPU the rolled scan is much slower.
+        BENCHMARKS.md).
       return_trajectory: also return the stacked iterates (T, B, H, W, C) of x, z and u.
       restart_every: if given (R >= 1), the scaled dual u is reset to 0 before iterations R,
         2R, ...: the run is T/R blocks, each started from the previous block's z like a fresh

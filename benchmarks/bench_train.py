@@ -156,8 +156,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--remat", nargs="+", default=["off", "on"], choices=["off", "on"],
                     help="jax.checkpoint per ADMM iteration (default: both)")
     ap.add_argument("--unroll", nargs="+", default=["auto", "1"],
-                    help='scan unroll values: "auto" (= T, full) and/or integers '
-                         '(default: auto 1; non-auto values only at the variant width)')
+                    help='scan unroll values: "auto" (CPU: 1, rolled; else T, full) and/or '
+                         'integers (default: auto 1; non-auto values only at the variant width)')
     ap.add_argument("--dtypes", nargs="+", default=None, choices=["float32", "bfloat16"],
                     help="compute dtype of the prior (default: float32 bfloat16)")
     ap.add_argument("--variant-width", type=float, default=None,

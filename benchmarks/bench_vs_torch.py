@@ -42,6 +42,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import statistics
@@ -200,6 +201,11 @@ def setup_config(c: dict[str, Any], args) -> tuple[dict[str, Callable], dict[str
         runners["torch_eager"] = make_torch_runner(cfg, host_params, batch, compile=False)
     if "torch_compile" in args.impls:
         runners["torch_compile"] = make_torch_runner(cfg, host_params, batch, compile=True)
+    for u in args.jax_unroll:  # variants first: the main runner's step donates ``params``
+        copy = jax.tree.map(jnp.copy, params)
+        runners[f"admm_jax_unroll{u}"], extra[f"jax_compile_unroll{u}"] = make_jax_runner(
+            dataclasses.replace(cfg, unroll=u), prior_fn, copy, problems, images, base_key,
+            mesh)
     if "admm_jax" in args.impls:
         runners["admm_jax"], extra["jax_compile"] = make_jax_runner(
             cfg, prior_fn, params, problems, images, base_key, mesh)
@@ -212,7 +218,7 @@ def run_config(c: dict[str, Any], args) -> dict[str, Any]:
 
     load_start = load_average()
     runners, extra = setup_config(c, args)
-    names = [n for n in IMPLS if n in runners]
+    names = [n for n in IMPLS if n in runners] + [n for n in runners if n not in IMPLS]
     first, first_loss = {}, {}
     for n in names:  # first call: compile (torch.compile) / allocator warm-up (eager)
         t = time.perf_counter()
@@ -230,17 +236,18 @@ def run_config(c: dict[str, Any], args) -> dict[str, Any]:
             t = time.perf_counter()
             runners[n]()
             times[n].append(time.perf_counter() - t)
-    if "admm_jax" in names:
-        jc = extra["jax_compile"]
-        first["admm_jax"] += jc["lower_s"] + jc["compile_s"]
+    for n in names:
+        jc = extra.get("jax_compile" + n[len("admm_jax"):]) if n.startswith("admm_jax") else None
+        if jc:
+            first[n] += jc["lower_s"] + jc["compile_s"]
     ref = first_loss.get("admm_jax")
     impls = {n: {**summarize(times[n]), "times_s": times[n], "warmup_s": first[n],
                  "first_step_loss": first_loss[n],
                  "loss_rel_diff_vs_jax": (abs(first_loss[n] - ref) / abs(ref)
                                           if ref else None)} for n in names}
     ratios = {}
-    for n in ("torch_eager", "torch_compile"):
-        if n in impls and "admm_jax" in impls:
+    for n in names:
+        if n != "admm_jax" and "admm_jax" in impls:
             ratios[f"{n}/admm_jax"] = {
                 "of_medians": impls[n]["median_s"] / impls["admm_jax"]["median_s"],
                 "paired": paired_ratios(times[n], times["admm_jax"])}
@@ -294,6 +301,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="skip the U-Net prior at the quick preset's settings")
     ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS,
                     help="implementations to run (default: all three)")
+    ap.add_argument("--jax-unroll", type=int, nargs="*", default=[],
+                    help="extra admm_jax variants with these scan unroll values (the main "
+                         "admm_jax row uses the default unroll='auto'); reported as "
+                         "admm_jax_unroll<u>, with ratios to admm_jax")
     ap.add_argument("--iters", type=int, default=8, help="T, unrolled iterations (default 8)")
     ap.add_argument("--repeats", type=int, default=10,
                     help="timed rounds (one step of each implementation per round)")

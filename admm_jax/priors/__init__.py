@@ -5,6 +5,7 @@ Networks work in the [−1, 1] image domain; :func:`make_prior_fn` wraps a proje
 function of ``(params, image in [0, 1])`` for the ADMM solver.
 """
 
+from admm_jax.priors.conv import conv2d, flax_conv_general_dilated
 from admm_jax.priors.functional import (
     count_params,
     from_network_domain,
@@ -51,6 +52,7 @@ __all__ = [
     # bridge
     "make_prior_fn", "count_params", "to_network_domain", "from_network_domain",
     # layers
+    "conv2d", "flax_conv_general_dilated",
     "resize_index_map", "resize_nearest", "elu_like", "get_activation", "truncated_normal_init",
     "Conv2D", "Deconv2D", "InstanceNorm", "VirtualBatchNorm", "make_norm", "ChannelWiseDense",
     "Dense", "Bottleneck", "RESIZE_MODES", "ACTIVATIONS", "NORMS", "INIT_STDDEV",

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from admm_jax.priors.conv import conv2d
 from admm_jax.priors.upsample_conv import upsample_conv, use_phase_split
 
 __all__ = [
@@ -238,11 +239,7 @@ def truncated_normal_init(stddev: float = INIT_STDDEV):
 
 def _conv_same(x: jax.Array, kernel: jax.Array, bias: jax.Array | None,
                compute_dtype) -> jax.Array:
-    y = jax.lax.conv_general_dilated(
-        x.astype(compute_dtype), kernel.astype(compute_dtype),
-        window_strides=(1, 1), padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    y = conv2d(x.astype(compute_dtype), kernel.astype(compute_dtype), (1, 1), "SAME")
     if bias is not None:
         y = y + bias.astype(compute_dtype)
     return y

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from admm_jax.priors.conv import flax_conv_general_dilated
 from admm_jax.priors.upsample_conv import upsample_conv
 
 __all__ = ["ResidualUNet", "unet_prior"]
@@ -42,7 +43,8 @@ __all__ = ["ResidualUNet", "unet_prior"]
 def _conv(c_in: int, c_out: int, *, stride: int = 1, dtype, rngs: nnx.Rngs, zero: bool = False):
     kw = dict(kernel_init=nnx.initializers.zeros_init()) if zero else {}
     return nnx.Conv(c_in, c_out, kernel_size=(3, 3), strides=(stride, stride), padding="SAME",
-                    dtype=dtype, param_dtype=jnp.float32, rngs=rngs, **kw)
+                    dtype=dtype, param_dtype=jnp.float32, rngs=rngs,
+                    conv_general_dilated=flax_conv_general_dilated, **kw)
 
 
 class _ResBlock(nnx.Module):

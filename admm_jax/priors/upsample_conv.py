@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from admm_jax.priors.conv import conv2d
+
 __all__ = ["upsample_conv", "upsample_conv_reference", "phase_plan", "use_phase_split",
            "MIN_SPLIT_SIDE"]
 
@@ -119,8 +121,7 @@ def _phases(x: jax.Array, kernel: jax.Array, rows: AxisPlan, cols: AxisPlan) -> 
                            kernel)
             window = xp[:, pad + r0:pad + r0 + h + k.shape[0] - 1,
                         pad + c0:pad + c0 + w + k.shape[1] - 1]
-            row.append(jax.lax.conv_general_dilated(
-                window, k, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")))
+            row.append(conv2d(window, k, (1, 1), "VALID"))
         out.append(jnp.stack(row, axis=3))            # (B, H, W, 2, O)
     o = jnp.stack(out, axis=2)                         # (B, H, 2, W, 2, O)
     return o.reshape(b, 2 * h, 2 * w, o.shape[-1])
@@ -153,8 +154,7 @@ def _row_corrections(out: jax.Array, x: jax.Array, kernel: jax.Array, rows: Axis
     o = kernel.shape[-1]
     k = jnp.transpose(kernel, (1, 2, 0, 3)).reshape(1, kernel.shape[1], kernel.shape[2],
                                                      taps * o)
-    res = jax.lax.conv_general_dilated(diff, k, (1, 1), "VALID",
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    res = conv2d(diff, k, (1, 1), "VALID")
     res = res.reshape(res.shape[:3] + (taps, o))                        # (B, M, 2W, k, O)
     for j, (m, _, _) in enumerate(rows.corrections):
         for t in range(taps):

@@ -76,7 +76,7 @@ class TrainConfig:
     # architecture and width; its network parameters replace the random initialisation
     init_weights: str | None = None
     remat: bool = False
-    unroll: int | str = "auto"
+    unroll: int | str = "auto"  # admm_jax.admm.default_unroll: rolled on CPU, full elsewhere
     # the prior
     architecture: str = "paper"  # or "unet": not in the paper, see admm_jax.priors.unet
     width: float = 1.0
