@@ -104,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "loss": args.loss, "architecture": args.architecture,
         "operator_mix": args.operator_mix, "rho_rule": args.rho_rule,
         "objective": args.objective, "init_weights": args.init_weights,
+        "loss_every": args.loss_every,
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
@@ -349,6 +350,10 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--rho-rule", default=None, choices=["fixed", "learned"],
                    help="'fixed' (each problem's rho) or 'learned' (a per-iteration schedule "
                         "rho_t(sigma) trained with the prior, admm_jax.rho_rules)")
+    t.add_argument("--loss-every", type=int, default=None,
+                   help="NOT the paper: average the loss over z_n, z_2n, ..., z_T instead of "
+                        "z_T alone (e.g. 8 with --iters 32: a prior good after every block of "
+                        "its 8-step learned rho schedule; T must be a multiple)")
     t.add_argument("--init-weights", default=None,
                    help="warm start from a weights folder written by train (<run>/params)")
     t.add_argument("--val-every", type=int, default=None,

@@ -52,7 +52,17 @@ def rho_schedule(params: Any, sigma: Array | float) -> Array:
     return jnp.exp(a + b * s[None, :])
 
 
-def rho_for_batch(params: Any, sigma: Array | float, batch: int) -> Array:
-    """The schedule as ``unrolled_admm`` takes it: (T, batch)."""
+def rho_for_batch(params: Any, sigma: Array | float, batch: int,
+                  num_iters: int | None = None) -> Array:
+    """The schedule as ``unrolled_admm`` takes it: (T, batch).
+
+    ``num_iters``: run length; a multiple k of the schedule's length P repeats the schedule
+    k times (the "cycle" long-run rule: the scan state carries on), default P.
+    """
     sched = rho_schedule(params, sigma)
-    return jnp.broadcast_to(sched, (sched.shape[0], batch))
+    period = sched.shape[0]
+    t = period if num_iters is None else int(num_iters)
+    if t < 1 or t % period:
+        raise ValueError(f"num_iters must be a multiple of the learned schedule's length "
+                         f"{period}, got {num_iters}")
+    return jnp.broadcast_to(jnp.tile(sched, (t // period, 1)), (t, batch))

@@ -512,6 +512,44 @@ def test_psnr_loss_is_minus_mean_psnr():
         preset("paper", loss="l1")
 
 
+def test_loss_every_averages_the_loss_over_block_ends():
+    """loss_every=n (not in the paper): the mean of the PSNR loss of z_n, z_2n, ..., z_T, each
+    checked against a separate run of that many iterations (float64 reference)."""
+    cfg = preset("paper", width=1 / 16, num_iters=6, batch_size=4, loss="psnr", loss_every=2)
+    problems = tuple(get_problems()[n] for n in PAPER_PROBLEMS)
+    x = jnp.asarray(_smooth_images(4), jnp.float32) / 255.0
+    key = jax.random.PRNGKey(7)
+    blur = lambda p, v: 0.5 * v + 0.25 * (jnp.roll(v, 1, 1) + jnp.roll(v, -1, 2))  # noqa: E731
+    loss, aux = du_admm_loss(blur, None, x, key, problems, cfg)
+    op, y, index = measure_mixed(problems, key, x)
+    rho = jnp.asarray([training_rho(p) for p in problems])[index]
+    per_block = []
+    for t in (2, 4, 6):
+        z = unrolled_admm(lambda v, r: blur(None, v), op, y, rho, t)
+        mse = np.mean((np.asarray(z, np.float64) - np.asarray(x, np.float64)) ** 2,
+                      axis=(1, 2, 3))
+        per_block.append(np.mean(10 * np.log10(mse)))
+    np.testing.assert_allclose(float(loss), np.mean(per_block), rtol=1e-5)
+    np.testing.assert_allclose(aux["per_sample"], 4 * mse, rtol=1e-4)   # z_T's
+    assert abs(np.mean(per_block) - per_block[-1]) > 1e-3               # not just z_T
+    with pytest.raises(ValueError, match="loss_every=4 must divide num_iters=6"):
+        preset("paper", num_iters=6, loss_every=4)
+
+
+def test_learned_schedule_is_cycled_over_longer_runs():
+    from admm_jax.rho_rules import init_rho_rule, rho_for_batch, rho_schedule
+
+    params = init_rho_rule(4)
+    params = {"log_rho": params["log_rho"] + jnp.arange(4) / 20.0, "slope": params["slope"]}
+    sigma = jnp.asarray([0.0, 0.05, 0.1])
+    sched = np.asarray(rho_schedule(params, sigma))                     # (4, 3)
+    got = np.asarray(rho_for_batch(params, sigma, 3, 12))
+    np.testing.assert_array_equal(got, np.concatenate([sched] * 3))
+    np.testing.assert_array_equal(np.asarray(rho_for_batch(params, sigma, 3)), sched)
+    with pytest.raises(ValueError, match="multiple of the learned schedule's length 4"):
+        rho_for_batch(params, sigma, 3, 6)
+
+
 def test_save_weights_bf16_roundtrip_and_atomic_replace(tmp_path, tiny_prior, monkeypatch):
     """bf16 storage restores to float32 equal to the bf16-rounded parameters, at about half the
     size; a save that fails midway leaves the previously saved folder untouched."""

@@ -59,6 +59,10 @@ class TrainConfig:
     # the unrolled solver
     num_iters: int = 8
     loss: str = "mse"  # "mse" (paper) or "psnr" (not in the paper, see module docstring)
+    # 0: the loss of z_T (the paper); n: the mean of the losses of z_n, z_2n, ..., z_T (not in
+    # the paper; with a learned n-step ρ schedule cycled over T = k·n iterations it trains a
+    # prior that is good after every block, for long runs)
+    loss_every: int = 0
     problems: tuple[str, ...] = ("pid", "bi", "si", "sr")
     problem_probs: tuple[float, ...] | None = None
     per_sample_problems: bool = True
@@ -138,6 +142,10 @@ class TrainConfig:
             _checks.check_positive(name, getattr(self, name))
         for name in ("b1", "b2"):
             _checks.check_in_range(name, getattr(self, name), 0.0, 1.0, high_open=True)
+        _checks.check_int("loss_every", self.loss_every, minimum=0)
+        if self.loss_every and self.num_iters % self.loss_every:
+            raise ValueError(f"loss_every={self.loss_every} must divide num_iters="
+                             f"{self.num_iters}")
         if self.gated and not self.residual:
             raise ValueError("gated=True needs residual=True")
         if self.architecture not in ARCHITECTURES:

@@ -122,6 +122,11 @@ def warm_start(params: Any, cfg: TrainConfig) -> Any:
     net = loaded["prior"] if src.rho_rule == "learned" else loaded
     if cfg.rho_rule == "learned":
         rho = loaded["rho"] if src.rho_rule == "learned" else params["rho"]
+        period = int(rho["log_rho"].shape[0])
+        if cfg.num_iters % period:
+            raise ValueError(f"init_weights {cfg.init_weights}: its learned rho schedule has "
+                             f"{period} steps; num_iters must be a multiple of it (it is "
+                             f"repeated), got {cfg.num_iters}")
         return {"prior": net, "rho": rho}
     return net
 
@@ -189,12 +194,13 @@ def make_validator(val_images: np.ndarray, problems: tuple[Problem, ...], prior_
                      learned_rho=cfg.rho_rule == "learned")
 
 
-def _validation_rho(params: Any, problem: Problem, batch: int, learned: bool) -> Any:
+def _validation_rho(params: Any, problem: Problem, batch: int, learned: bool,
+                    num_iters: int) -> Any:
     if not learned:
         return training_rho(problem)
     from admm_jax.rho_rules import rho_for_batch
 
-    return rho_for_batch(params["rho"], problem.noise_std, batch)
+    return rho_for_batch(params["rho"], problem.noise_std, batch, num_iters)
 
 
 def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | None,

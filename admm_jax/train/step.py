@@ -65,16 +65,27 @@ def du_admm_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array,
     Returns (loss, aux) with aux["per_sample"] (B,), always the [−1, 1] MSE, and
     aux["problem"] (B,) int.
 
+    With ``cfg.loss_every = n > 0`` the loss is the mean of that loss over the iterates
+    z_n, z_2n, …, z_T (aux["per_sample"] stays z_T's).
+
     With ``cfg.objective == "denoise"`` this is :func:`denoise_loss` instead (no ADMM).
     """
     if cfg.objective == "denoise":
         return denoise_loss(prior_fn, params, images, key, cfg)
     op, y, rho, index = _measure_batch(params, images, key, problems, cfg)
     prox = lambda v, _rho: prior_fn(params, v)
-    z = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll, remat=cfg.remat,
-                      validate=False)
-    per_sample = 4.0 * jnp.mean(jnp.square(z - images), axis=(1, 2, 3))
-    return _reduce_loss(per_sample, cfg), {"per_sample": per_sample, "problem": index}
+    if not cfg.loss_every:
+        z = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll, remat=cfg.remat,
+                          validate=False)
+        per_sample = 4.0 * jnp.mean(jnp.square(z - images), axis=(1, 2, 3))
+        return _reduce_loss(per_sample, cfg), {"per_sample": per_sample, "problem": index}
+    # the loss at every n-th iterate, averaged: (K, B) per-sample MSEs for z_n, ..., z_T
+    _, traj = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll,
+                            remat=cfg.remat, return_trajectory=True, validate=False)
+    zs = traj.z[cfg.loss_every - 1::cfg.loss_every]
+    per_block = 4.0 * jnp.mean(jnp.square(zs - images[None]), axis=(2, 3, 4))
+    loss = jnp.mean(jax.vmap(lambda ps: _reduce_loss(ps, cfg))(per_block))
+    return loss, {"per_sample": per_block[-1], "problem": index}
 
 
 def _reduce_loss(per_sample: Array, cfg: TrainConfig) -> Array:
@@ -122,7 +133,7 @@ def _measure_batch(params: Any, images: Array, key: Array, problems: tuple[Probl
         rho = jnp.asarray([training_rho(p) for p in problems], images.dtype)[index]
         sigma = jnp.asarray([p.noise_std for p in problems], images.dtype)[index]
     if cfg.rho_rule == "learned":
-        rho = rho_for_batch(params["rho"], sigma, images.shape[0])
+        rho = rho_for_batch(params["rho"], sigma, images.shape[0], cfg.num_iters)
     return op, y, rho, index
 
 
