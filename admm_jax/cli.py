@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "loss": args.loss, "architecture": args.architecture,
         "operator_mix": args.operator_mix, "rho_rule": args.rho_rule,
         "objective": args.objective, "init_weights": args.init_weights,
-        "loss_every": args.loss_every,
+        "loss_every": args.loss_every, "rho_period": args.rho_period,
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
@@ -350,6 +350,9 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--rho-rule", default=None, choices=["fixed", "learned"],
                    help="'fixed' (each problem's rho) or 'learned' (a per-iteration schedule "
                         "rho_t(sigma) trained with the prior, admm_jax.rho_rules)")
+    t.add_argument("--rho-period", type=int, default=None,
+                   help="with --rho-rule learned: length P of the schedule, repeated over "
+                        "--iters = k*P iterations (default: --iters)")
     t.add_argument("--loss-every", type=int, default=None,
                    help="NOT the paper: average the loss over z_n, z_2n, ..., z_T instead of "
                         "z_T alone (e.g. 8 with --iters 32: a prior good after every block of "

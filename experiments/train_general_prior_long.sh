@@ -13,7 +13,7 @@ OUT=${OUT:-runs/general_long}
 DATA=${DATA:-../shared/data/utkface}
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
     --architecture unet --width 0.25 --loss psnr --lr 1e-4 --batch 10 --steps 800 \
-    --iters 32 --loss-every 8 --operator-mix families+paper --rho-rule learned \
+    --iters 32 --rho-period 8 --loss-every 8 --operator-mix families+paper --rho-rule learned \
     --init-weights results/weights/utkface_general_paper_unet_w0.25 \
     --val-every 200 --checkpoint-every 100 "$@"
 echo "weights: $OUT/params (copy state/, weights.json, config.json with metrics.csv and"

@@ -550,6 +550,49 @@ def test_learned_schedule_is_cycled_over_longer_runs():
         rho_for_batch(params, sigma, 3, 6)
 
 
+def test_learned_rule_warm_start_trains_and_validates_over_a_longer_run(tmp_path):
+    """A learned 2-step ρ rule, warm-started into a T = 4 run with loss_every = 2 (the long-run
+    recipe of experiments/train_general_prior_long.sh): the schedule is cycled, the periodic
+    validation runs T = 4 with it and equals a direct 4-iteration solve with the tiled
+    schedule; a T that is not a multiple is refused before anything is written."""
+    from admm_jax.problems import measure_indexed
+    from admm_jax.rho_rules import rho_for_batch
+    from admm_jax.train.loop import Validator, load_prior
+
+    images, val = _smooth_images(20, seed=1), _smooth_images(4, seed=2)
+    base = dict(width=1 / 16, batch_size=4, steps=2, val_every=2, val_images=4,
+                checkpoint_every=1000, problems=("bi", "sr"), rho_rule="learned")
+    train(preset("paper", num_iters=2, **base), images, val, tmp_path / "short",
+          progress=False)
+    cfg = preset("paper", num_iters=4, loss_every=2, rho_period=2,
+                 init_weights=str(tmp_path / "short" / "params"), **base)
+    train(cfg, images, val, tmp_path / "long", progress=False)
+    prior_fn, params, saved = load_prior(tmp_path / "long" / "params")
+    assert (saved.num_iters, saved.loss_every, saved.rho_period) == (4, 2, 2)
+    assert params["rho"]["log_rho"].shape == (2,)
+    recs = [json.loads(l) for l in (tmp_path / "long" / "validation.jsonl").read_text()
+            .splitlines()]
+    last = [r for r in recs if r["kind"] == "du_admm"][-1]
+    problems = tuple(get_problems()[n] for n in cfg.problems)
+    again = Validator(val, problems, 4, prior_fn, learned_rho=True)(params)
+    np.testing.assert_allclose([last["bi"], last["sr"]], [again["bi"], again["sr"]], atol=1e-4)
+    x = jnp.asarray(val, jnp.float32) / 255.0
+    op, y = measure_indexed(problems[0], jax.random.PRNGKey(12345), jnp.arange(4), x)
+    z = unrolled_admm(lambda v, r: prior_fn(params, v), op, y,
+                      rho_for_batch(params["rho"], problems[0].noise_std, 4, 4), 4)
+    z = np.clip(np.asarray(z, np.float64), 0.0, 1.0)             # PSNR clips to [0, 1]
+    mse = np.mean((z - np.asarray(x, np.float64)) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(again["bi"], np.mean(10 * np.log10(1 / mse)), atol=1e-3)
+    with pytest.raises(ValueError, match="schedule has 2 steps, this run's has 4; .* set "
+                                         "rho_period=2"):
+        train(preset("paper", num_iters=4, init_weights=str(tmp_path / "short" / "params"),
+                     **base), images, val, tmp_path / "odd", progress=False)
+    assert not (tmp_path / "odd").exists()
+    with pytest.raises(ValueError, match="rho_period=2 needs rho_rule='learned' and num_iters "
+                                         "a multiple of it"):
+        preset("paper", num_iters=3, rho_period=2, rho_rule="learned")
+
+
 def test_save_weights_bf16_roundtrip_and_atomic_replace(tmp_path, tiny_prior, monkeypatch):
     """bf16 storage restores to float32 equal to the bf16-rounded parameters, at about half the
     size; a save that fails midway leaves the previously saved folder untouched."""

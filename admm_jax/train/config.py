@@ -73,6 +73,9 @@ class TrainConfig:
     # "fixed": each problem's ρ (0.3 for families); "learned": a per-iteration schedule
     # ρ_t(σ) trained with the prior (admm_jax.rho_rules). Not in the paper.
     rho_rule: str = "fixed"
+    # with rho_rule="learned": the length P of the schedule, cycled over T = k·P iterations
+    # (None: P = T). E.g. 8 for a prior trained at T = 32 that also runs 8-iteration solves.
+    rho_period: int | None = None
     # "unrolled": DU-ADMM (the loss of z_T after T unrolled iterations, the paper); "denoise":
     # the prior alone, trained as a blind Gaussian denoiser, σ ~ U[0, 0.2] (module docstring)
     objective: str = "unrolled"
@@ -110,6 +113,11 @@ class TrainConfig:
             return "DU-ADMM (gated residual)"
         return "DU-ADMM (residual)" if self.residual else "DU-ADMM"
 
+    @property
+    def rho_steps(self) -> int:
+        """Length of a learned ρ schedule: ``rho_period``, or T."""
+        return self.rho_period or self.num_iters
+
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
 
@@ -142,6 +150,12 @@ class TrainConfig:
             _checks.check_positive(name, getattr(self, name))
         for name in ("b1", "b2"):
             _checks.check_in_range(name, getattr(self, name), 0.0, 1.0, high_open=True)
+        if self.rho_period is not None:
+            _checks.check_int("rho_period", self.rho_period, minimum=1)
+            if self.rho_rule != "learned" or self.num_iters % self.rho_period:
+                raise ValueError(f"rho_period={self.rho_period} needs rho_rule='learned' and "
+                                 f"num_iters a multiple of it; got rho_rule="
+                                 f"{self.rho_rule!r}, num_iters={self.num_iters}")
         _checks.check_int("loss_every", self.loss_every, minimum=0)
         if self.loss_every and self.num_iters % self.loss_every:
             raise ValueError(f"loss_every={self.loss_every} must divide num_iters="

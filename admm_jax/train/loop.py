@@ -101,7 +101,7 @@ def build_prior(cfg: TrainConfig, seed: int | None = None):
     from admm_jax.rho_rules import init_rho_rule
 
     return (lambda p, v: net_fn(p["prior"], v)), {"prior": net_params,
-                                                   "rho": init_rho_rule(cfg.num_iters)}
+                                                   "rho": init_rho_rule(cfg.rho_steps)}
 
 
 def rho_rule_params(params: Any, cfg: TrainConfig) -> Any | None:
@@ -123,10 +123,11 @@ def warm_start(params: Any, cfg: TrainConfig) -> Any:
     if cfg.rho_rule == "learned":
         rho = loaded["rho"] if src.rho_rule == "learned" else params["rho"]
         period = int(rho["log_rho"].shape[0])
-        if cfg.num_iters % period:
+        if period != cfg.rho_steps:
             raise ValueError(f"init_weights {cfg.init_weights}: its learned rho schedule has "
-                             f"{period} steps; num_iters must be a multiple of it (it is "
-                             f"repeated), got {cfg.num_iters}")
+                             f"{period} steps, this run's has {cfg.rho_steps}; to repeat it "
+                             f"over num_iters={cfg.num_iters} set rho_period={period} "
+                             f"(--rho-period), with num_iters a multiple of it")
         return {"prior": net, "rho": rho}
     return net
 
@@ -152,7 +153,7 @@ class Validator:
                 lambda prm, o, yy, p=p: unrolled_admm(
                     lambda v, r: prior_fn(prm, v), o, yy,
                     _validation_rho(prm, p, jax.tree_util.tree_leaves(yy)[0].shape[0],
-                                    learned_rho), num_iters, validate=False))
+                                    learned_rho, num_iters), num_iters, validate=False))
 
     def __call__(self, params: Any) -> dict[str, float]:
         out = {}
