@@ -95,6 +95,8 @@ def _stages(src: Path, cfg) -> list[dict]:
         rows = list(open(src / "metrics.csv")) if (src / "metrics.csv").exists() else []
         chain.append({"weights": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
                       "operator_mix": cfg.operator_mix, "learning_rate": cfg.learning_rate,
+                      "unrolled_iters": cfg.num_iters, "rho_period": cfg.rho_steps,
+                      "loss_every": cfg.loss_every,
                       "steps": int(rows[-1].split(",")[0]) if len(rows) > 1 else None,
                       "command": _family_command(cfg)})
         nxt = ROOT / cfg.init_weights if cfg.init_weights else None
@@ -198,7 +200,9 @@ def main(argv=None) -> int:
     meta = {
         "name": args.name, "architecture": "unet", "width": cfg.width, "levels": 3, "blocks": 1,
         "num_params": int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
-        "num_iters": cfg.num_iters,
+        # T of one block: a learned schedule's length (a prior trained at k*P iterations with a
+        # P-step schedule runs P-iteration blocks; solve(num_iters=k*P) repeats them)
+        "num_iters": cfg.rho_steps if cfg.rho_rule == "learned" else cfg.num_iters,
         "rho": {"pid": 0.3, "bi": 0.2, "si": 0.3, "sr": 0.5}, "default_rho": 0.3,
         "label": f"{cfg.method_name}, {DATASETS[args.name]['name']}",
         "training_data": DATASETS[args.name],
