@@ -57,14 +57,17 @@ def test_shipped_priors_are_listed_and_described():
         if p.rho_rule is None:  # per-problem rho; deblurring's calibrated after training
             assert "deblur" in p.rho and md["exported"]["date"]
             assert md["training"]["steps"] == 3000
-        else:  # the general prior: a learned rho_t(sigma), fine-tuned 1,500 steps
+        else:  # the general prior: a learned 8-step rho_t(sigma), fine-tuned in 3 stages
             assert md["rho_rule"]["formula"] and p.rho_schedule(0.05).shape == (8,)
-            assert md["exported"]["date"] and md["training"]["steps"] == 1500
-            # two fine-tuning stages, each with its mix and committed log; 32 iterations
-            # as the long-run choice made on training faces
-            assert [s["operator_mix"] for s in md["training"]["stages"]] == [
-                "families", "families+paper"]
-            assert p.long_run_rule == md["long_runs"]["rule"] and md["long_runs"]["num_iters"] == 32
+            assert md["exported"]["date"] and md["training"]["steps"] == 800
+            # three fine-tuning stages, each with its mix and committed log, the last trained
+            # at T = 32 (the 8-step schedule cycled); 48 iterations of "cycle" as the long-run
+            # choice made on training faces
+            stages = md["training"]["stages"]
+            assert [s["operator_mix"] for s in stages] == [
+                "families", "families+paper", "families+paper"]
+            assert (stages[-1]["unrolled_iters"], stages[-1]["rho_period"]) == (32, 8)
+            assert (p.long_run_rule, md["long_runs"]["num_iters"]) == ("cycle", 48)
             for stage in md["training"]["stages"]:
                 if (ROOT / "results").exists():
                     assert (ROOT / stage["weights"] / "metrics.csv").exists()

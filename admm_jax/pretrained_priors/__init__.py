@@ -151,8 +151,8 @@ class PretrainedPrior:
         blocks of its T-step schedule, each block continuing from the previous one; whether
         the scaled dual u restarts from 0 at each block is the prior's :attr:`long_run_rule`
         (:meth:`restart_every`), chosen with the iteration count on training faces. On
-        operators beyond the paper's problems k = 4 (32 iterations) was that choice for the
-        shipped general prior (RESULTS.md §7)."""
+        operators beyond the paper's problems k = 6 (48 iterations, metadata ``long_runs``) was
+        that choice for the shipped general prior (RESULTS.md §7.0)."""
         from admm_jax.admm import unrolled_admm
 
         t = self.num_iters if num_iters is None else num_iters
