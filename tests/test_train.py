@@ -494,18 +494,29 @@ def test_presets_differ_as_documented():
         preset("nope")
 
 
-def test_psnr_loss_is_minus_mean_psnr():
-    """loss="psnr" (not in the paper) = -mean per-sample PSNR of z_T (unclipped, float64)."""
-    cfg = preset("paper", width=1 / 16, num_iters=2, batch_size=4, loss="psnr")
+def _stencil_loss_case(key: jax.Array, **cfg_kw):
+    """du_admm_loss of a fixed 3-tap stencil "prior" on 4 smooth images with mixed paper
+    problems (PSNR loss), and ``mse_after(t)``: the float64 per-sample [0, 1] MSE of the same
+    measurements after t iterations of a separate ``unrolled_admm`` run."""
+    cfg = preset("paper", width=1 / 16, batch_size=4, loss="psnr", **cfg_kw)
     problems = tuple(get_problems()[n] for n in PAPER_PROBLEMS)
     x = jnp.asarray(_smooth_images(4), jnp.float32) / 255.0
-    key = jax.random.PRNGKey(5)
     blur = lambda p, v: 0.5 * v + 0.25 * (jnp.roll(v, 1, 1) + jnp.roll(v, -1, 2))  # noqa: E731
     loss, aux = du_admm_loss(blur, None, x, key, problems, cfg)
     op, y, index = measure_mixed(problems, key, x)
     rho = jnp.asarray([training_rho(p) for p in problems])[index]
-    z = unrolled_admm(lambda v, r: blur(None, v), op, y, rho, 2)
-    mse = np.mean((np.asarray(z, np.float64) - np.asarray(x, np.float64)) ** 2, axis=(1, 2, 3))
+
+    def mse_after(t: int) -> np.ndarray:
+        z = unrolled_admm(lambda v, r: blur(None, v), op, y, rho, t)
+        return np.mean((np.asarray(z, np.float64) - np.asarray(x, np.float64)) ** 2,
+                       axis=(1, 2, 3))
+    return loss, aux, mse_after
+
+
+def test_psnr_loss_is_minus_mean_psnr():
+    """loss="psnr" (not in the paper) = -mean per-sample PSNR of z_T (unclipped, float64)."""
+    loss, aux, mse_after = _stencil_loss_case(jax.random.PRNGKey(5), num_iters=2)
+    mse = mse_after(2)
     np.testing.assert_allclose(float(loss), np.mean(10 * np.log10(mse)), rtol=1e-5)
     np.testing.assert_allclose(aux["per_sample"], 4 * mse, rtol=1e-4)
     with pytest.raises(ValueError, match="loss"):
@@ -515,22 +526,10 @@ def test_psnr_loss_is_minus_mean_psnr():
 def test_loss_every_averages_the_loss_over_block_ends():
     """loss_every=n (not in the paper): the mean of the PSNR loss of z_n, z_2n, ..., z_T, each
     checked against a separate run of that many iterations (float64 reference)."""
-    cfg = preset("paper", width=1 / 16, num_iters=6, batch_size=4, loss="psnr", loss_every=2)
-    problems = tuple(get_problems()[n] for n in PAPER_PROBLEMS)
-    x = jnp.asarray(_smooth_images(4), jnp.float32) / 255.0
-    key = jax.random.PRNGKey(7)
-    blur = lambda p, v: 0.5 * v + 0.25 * (jnp.roll(v, 1, 1) + jnp.roll(v, -1, 2))  # noqa: E731
-    loss, aux = du_admm_loss(blur, None, x, key, problems, cfg)
-    op, y, index = measure_mixed(problems, key, x)
-    rho = jnp.asarray([training_rho(p) for p in problems])[index]
-    per_block = []
-    for t in (2, 4, 6):
-        z = unrolled_admm(lambda v, r: blur(None, v), op, y, rho, t)
-        mse = np.mean((np.asarray(z, np.float64) - np.asarray(x, np.float64)) ** 2,
-                      axis=(1, 2, 3))
-        per_block.append(np.mean(10 * np.log10(mse)))
+    loss, aux, mse_after = _stencil_loss_case(jax.random.PRNGKey(7), num_iters=6, loss_every=2)
+    per_block = [np.mean(10 * np.log10(mse_after(t))) for t in (2, 4, 6)]
     np.testing.assert_allclose(float(loss), np.mean(per_block), rtol=1e-5)
-    np.testing.assert_allclose(aux["per_sample"], 4 * mse, rtol=1e-4)   # z_T's
+    np.testing.assert_allclose(aux["per_sample"], 4 * mse_after(6), rtol=1e-4)  # z_T's
     assert abs(np.mean(per_block) - per_block[-1]) > 1e-3               # not just z_T
     with pytest.raises(ValueError, match="loss_every=4 must divide num_iters=6"):
         preset("paper", num_iters=6, loss_every=4)
