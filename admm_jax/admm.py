@@ -184,12 +184,12 @@ def data_objective(op: LinearOperator, y: Any, x: Array) -> Array:
 def default_unroll(num_iters: int, backend: str | None = None) -> int:
     """Scan unrolling used when ``unroll="auto"``: rolled (1) on CPU, full (T) elsewhere.
 
-    CPU: the rolled scan compiles one copy of the iteration instead of T, so XLA's compile time
-    drops by about 40 % (paper prior, width 0.25: 12.8 → 7.4 s), and its steps run as fast as
-    the unrolled ones (0.97–1.01× for the paper prior, 0.94× for the U-Net; BENCHMARKS.md,
-    "Rolled scans"). That holds since the priors' convolutions state their own gradients
-    (:mod:`admm_jax.priors.conv`); before, XLA:CPU ran the weight gradients inside a rolled
-    loop through its generic loop emitter and the reverse pass was 12–20× slower.
+    CPU: the rolled scan compiles one copy of the iteration instead of T: XLA compile 7.7–8.2 s
+    instead of 12.5–12.8 s for the paper prior's training step at width 0.25, for steps 5–9 %
+    slower than fully unrolled ones (BENCHMARKS.md, afternoon headline; pass ``unroll=T`` for
+    long CPU trainings). A rolled scan is only this fast since the priors' convolutions state
+    their own gradients (:mod:`admm_jax.priors.conv`); before, XLA:CPU ran the gradient
+    convolutions inside the loop through its generic loop emitter, 12.7–17.5× slower.
     GPU/TPU: full unrolling, measured 19 % faster on an H100 (32.9 vs 40.6 ms per training
     step). ``backend``: default ``jax.default_backend()``.
     """

@@ -74,15 +74,12 @@ def du_admm_loss(prior_fn: PriorFn, params: Any, images: Array, key: Array,
         return denoise_loss(prior_fn, params, images, key, cfg)
     op, y, rho, index = _measure_batch(params, images, key, problems, cfg)
     prox = lambda v, _rho: prior_fn(params, v)
-    if not cfg.loss_every:
-        z = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll, remat=cfg.remat,
-                          validate=False)
-        per_sample = 4.0 * jnp.mean(jnp.square(z - images), axis=(1, 2, 3))
-        return _reduce_loss(per_sample, cfg), {"per_sample": per_sample, "problem": index}
-    # the loss at every n-th iterate, averaged: (K, B) per-sample MSEs for z_n, ..., z_T
-    _, traj = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll,
-                            remat=cfg.remat, return_trajectory=True, validate=False)
-    zs = traj.z[cfg.loss_every - 1::cfg.loss_every]
+    every = cfg.loss_every or cfg.num_iters
+    # the iterates the loss looks at, (K, B, H, W, C): z_T alone (no trajectory kept), or
+    # z_n, z_2n, ..., z_T
+    out = unrolled_admm(prox, op, y, rho, cfg.num_iters, unroll=cfg.unroll, remat=cfg.remat,
+                        return_trajectory=every < cfg.num_iters, validate=False)
+    zs = out[1].z[every - 1::every] if every < cfg.num_iters else out[None]
     per_block = 4.0 * jnp.mean(jnp.square(zs - images[None]), axis=(2, 3, 4))
     loss = jnp.mean(jax.vmap(lambda ps: _reduce_loss(ps, cfg))(per_block))
     return loss, {"per_sample": per_block[-1], "problem": index}
