@@ -6,15 +6,19 @@
 # z_24, z_32 (--loss-every 8) so that it stays good at every block end (T = 8 included).
 # Same faces and "families+paper" mix as stage 2; lr 1e-4. Held out as before: demosaicing,
 # Cartesian k-space rows, SR x3, motion blur. Resumable: rerun with --resume.
+# The same stage for the natural-image general prior (BSDS500 crops, RESULTS section 7.0):
+#   DATA=local_data/bsds.npz INIT=results/weights/bsds_general_unet_w0.25 \
+#   OUT=runs/general_natural_long experiments/train_general_prior_long.sh
 #   usage: experiments/train_general_prior_long.sh [--resume] [--steps N] ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/general_long}
 DATA=${DATA:-../shared/data/utkface}
+INIT=${INIT:-results/weights/utkface_general_paper_unet_w0.25}
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
     --architecture unet --width 0.25 --loss psnr --lr 1e-4 --batch 10 --steps 800 \
     --iters 32 --rho-period 8 --loss-every 8 --operator-mix families+paper --rho-rule learned \
-    --init-weights results/weights/utkface_general_paper_unet_w0.25 \
+    --init-weights "$INIT" \
     --val-every 200 --checkpoint-every 100 "$@"
 echo "weights: $OUT/params (copy state/, weights.json, config.json with metrics.csv and"
-echo "validation.jsonl to results/weights/utkface_general_long_unet_w0.25 to commit)"
+echo "validation.jsonl to results/weights/<name>_long_unet_w0.25 to commit)"

@@ -1,0 +1,148 @@
+"""Per-convolution cost of the training step's priors: forward, input gradient, weight gradient.
+
+    python benchmarks/probe_conv_grads.py [--arch paper unet] [--repeats 20] [--out FILE]
+
+Records every ``admm_jax.priors.conv2d`` call one prior evaluation makes (the paper prior at
+width 0.25 on batch 2, the U-Net at width 0.25 on batch 4, i.e. the issue-#13 step settings),
+then times each distinct shape, jit-compiled, median of ``repeats`` runs:
+
+* ``fwd``: the convolution itself;
+* ``gx`` / ``gw``: the input and weight gradients as ``conv2d``'s ``custom_vjp`` states them;
+* ``gw_shift``: the weight gradient written as kh·kw matrix products, one per kernel offset,
+  ``gw[i, j] = x_pad[:, i:i+H_out, j:j+W_out, :]ᵀ g`` contracted over (B, H_out, W_out), a
+  candidate for layers where the convolution form is slow (large images, few channels);
+* ``gw_im2col``: the same as one matrix product, the kh·kw shifted copies of the padded input
+  concatenated along the channels (B·H_out·W_out, kh·kw·C_in), transposed, times g.
+
+Each alternative is checked against ``gw`` before it is timed. Times are per call of one
+convolution (the step calls each one T = 8 times forward and backward).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, "benchmarks")
+from admm_jax.priors import conv as conv_module  # noqa: E402
+from admm_jax.train.config import preset  # noqa: E402
+from admm_jax.train.loop import build_prior  # noqa: E402
+
+
+def record_shapes(arch: str, batch: int) -> list[tuple]:
+    kw = dict(width=0.25, batch_size=batch)
+    if arch == "unet":
+        kw.update(architecture="unet", loss="psnr")
+    cfg = preset("paper", **kw)
+    prior_fn, params = build_prior(cfg)
+    seen: list[tuple] = []
+    original = conv_module._conv
+
+    def recorder(x, kernel, strides, pads):
+        seen.append((tuple(x.shape), tuple(kernel.shape), tuple(strides), tuple(pads)))
+        return original(x, kernel, strides, pads)
+
+    conv_module._conv = recorder
+    try:
+        jax.eval_shape(prior_fn, params, jax.ShapeDtypeStruct((batch, 64, 64, 3), jnp.float32))
+    finally:
+        conv_module._conv = original
+    counts: dict[tuple, int] = {}
+    for s in seen:
+        counts[s] = counts.get(s, 0) + 1
+    return [(s, n) for s, n in counts.items()]
+
+
+def gw_shift(x, g, kshape, strides, pads):
+    """Weight gradient as one matrix product per kernel offset (stride 1 only)."""
+    kh, kw = kshape[:2]
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    ho, wo = g.shape[1:3]
+    rows = []
+    for i in range(kh):
+        row = []
+        for j in range(kw):
+            xs = xp[:, i:i + ho, j:j + wo, :]
+            row.append(jnp.einsum("bhwc,bhwo->co", xs, g))
+        rows.append(jnp.stack(row))
+    return jnp.stack(rows)
+
+
+def gw_im2col(x, g, kshape, strides, pads):
+    """Weight gradient as one (kh·kw·C_in, B·H·W) × (B·H·W, C_out) product (stride 1 only)."""
+    kh, kw = kshape[:2]
+    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    ho, wo = g.shape[1:3]
+    cols = jnp.concatenate([xp[:, i:i + ho, j:j + wo, :] for i in range(kh) for j in range(kw)],
+                           axis=-1)
+    n = cols.shape[0] * ho * wo
+    gw = jnp.dot(cols.reshape(n, -1).T, g.reshape(n, -1))
+    return gw.reshape(kh, kw, x.shape[-1], g.shape[-1])
+
+
+def time_fn(fn, args, repeats):
+    compiled = jax.jit(fn).lower(*args).compile()
+    jax.block_until_ready(compiled(*args))
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        ts.append(1e3 * (time.perf_counter() - t0))
+    return statistics.median(ts)
+
+
+def probe(shape, repeats):
+    xs, ks, strides, pads = shape
+    kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(kx, xs)
+    kernel = jax.random.normal(kk, ks)
+    out, vjp = jax.vjp(lambda a, b: conv_module._conv(a, b, strides, pads), x, kernel)
+    g = jax.random.normal(kg, out.shape)
+    fwd = lambda a, b: conv_module._conv(a, b, strides, pads)  # noqa: E731
+    bwd = lambda a, b, c: conv_module._conv_bwd(strides, pads, (a, b), c)  # noqa: E731
+    gx_only = lambda a, b, c: bwd(a, b, c)[0]  # noqa: E731
+    gw_only = lambda a, b, c: bwd(a, b, c)[1]  # noqa: E731
+    row = {"x": xs, "kernel": ks, "pads": pads}
+    row["fwd_ms"] = time_fn(fwd, (x, kernel), repeats)
+    row["gx_ms"] = time_fn(gx_only, (x, kernel, g), repeats)
+    row["gw_ms"] = time_fn(gw_only, (x, kernel, g), repeats)
+    if strides == (1, 1):
+        ref = gw_only(x, kernel, g)
+        for name, form in (("gw_shift", gw_shift), ("gw_im2col", gw_im2col)):
+            alt = lambda a, c, form=form: form(a, c, ks, strides, pads)  # noqa: E731
+            err = float(jnp.max(jnp.abs(jax.jit(alt)(x, g) - ref)) / jnp.max(jnp.abs(ref)))
+            assert err < 1e-4, (name, err)
+            row[name + "_ms"] = time_fn(alt, (x, g), repeats)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--arch", nargs="+", default=["paper", "unet"], choices=["paper", "unet"])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default=None, help="JSON file for the rows")
+    args = parser.parse_args()
+    rows = []
+    for arch in args.arch:
+        batch = 2 if arch == "paper" else 4
+        for shape, n in record_shapes(arch, batch):
+            r = probe(shape, args.repeats)
+            r.update(arch=arch, calls_per_eval=n)
+            rows.append(r)
+            alts = "  ".join(f"{k[:-3]} {r[k]:7.3f}" for k in ("gw_shift_ms", "gw_im2col_ms")
+                             if k in r)
+            print(f"{arch:5s} x{str(r['x']):18s} k{str(r['kernel']):16s} n={n}  fwd {r['fwd_ms']:7.3f}"
+                  f"  gx {r['gx_ms']:7.3f}  gw {r['gw_ms']:7.3f}  {alts} ms", flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"rows": rows, "jax": jax.__version__}, f, indent=1)
+        print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
