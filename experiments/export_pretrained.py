@@ -50,6 +50,19 @@ DATASETS = {
         "licence": "UTKFace: non-commercial research use only, copyright stays with the image "
                    "owners; cite Zhang, Song, Qi, CVPR 2017",
     },
+    "general_natural": {
+        "name": "BSDS500 train+val, then operator families",
+        "detail": "the 'natural' prior (300 BSDS500 train+val photos as 64x64 crops) fine-tuned "
+                  "on the same crops in two stages, learning a rho_t(sigma) rule, noise "
+                  "sigma ~ U[0, 0.1]: 3,000 steps on nine randomised operator families plus "
+                  "the paper's PID/BI/SI masks (mix 'families+paper', "
+                  "experiments/train_general_prior_natural.sh), then 800 steps on that mix at "
+                  "T = 32, the 8-step schedule cycled, loss over every block end "
+                  "(experiments/train_general_prior_long.sh with DATA=local_data/bsds.npz); "
+                  "admm_jax.families.FAMILY_MIXES",
+        "licence": "BSDS500: non-commercial research and education use (Berkeley); cite "
+                   "Arbelaez et al., TPAMI 33(5), 2011",
+    },
     "faces": {
         "name": "UTKFace part 1 (train split)",
         "detail": "8,175 aligned and cropped face photos (UTKFace crop_part1, exact duplicates "
@@ -81,9 +94,20 @@ def training_record(src: Path, cfg) -> dict:
 
 
 def _family_command(cfg) -> str:
-    script = {"families": "experiments/train_general_prior.sh",
-              "families+paper": "experiments/train_general_prior_stage2.sh"}[cfg.operator_mix]
-    return f"{script} (admm-jax train --operator-mix {cfg.operator_mix} --rho-rule learned ...)"
+    """The script in experiments/ that ran a family-trained stage, from its config: a run at
+    more iterations than its schedule's length is the long-run stage; a first stage started
+    from the BSDS500 prior is the natural-image one."""
+    init = cfg.init_weights or ""
+    if cfg.num_iters > cfg.rho_steps:
+        script = (f"INIT={init} experiments/train_general_prior_long.sh"
+                  + (" with DATA=local_data/bsds.npz" if "bsds" in init else ""))
+    elif "bsds_du_admm" in init:
+        script = "experiments/train_general_prior_natural.sh"
+    else:
+        script = {"families": "experiments/train_general_prior.sh",
+                  "families+paper": "experiments/train_general_prior_stage2.sh"}[cfg.operator_mix]
+    return (f"{script} (admm-jax train --operator-mix {cfg.operator_mix} --rho-rule learned "
+            f"--iters {cfg.num_iters} ...)")
 
 
 def _stages(src: Path, cfg) -> list[dict]:

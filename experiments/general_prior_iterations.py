@@ -296,7 +296,7 @@ def write_table(res: dict, base: dict, path: Path) -> None:
               f"at test time). Per-operator T for that rule (also chosen on the training images): "
               + ", ".join(f"{n} {t}" for n, t in ch["per_operator_T"].items()) + ".", ""]
     if res["final"]:
-        L += [f"## Chosen rule on test faces vs the baselines of {a['baselines']}/table.md",
+        L += [f"## Chosen rule on test images vs the baselines of {a['baselines']}/table.md",
               "", "Mean PSNR (dB, ±std). wavelet / PnP / general T=8 are that table's columns "
               "(same images, same operator draws); Δ = paired mean difference vs PnP "
               "(± standard error) and the number of images where the general prior wins.", "",
@@ -317,7 +317,7 @@ def write_table(res: dict, base: dict, path: Path) -> None:
                      f"{d(t2)} |")
         L.append("")
     for title, key, n in (("Training images (the choice is made here)", "train", a["n_tune"]),
-                          ("Test faces (sweep; reported only, no choice made here)", "sweep",
+                          ("Test images (sweep; reported only, no choice made here)", "sweep",
                            a["n_sweep"])):
         if not res[key]:
             continue

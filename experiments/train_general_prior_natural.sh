@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A general prior for natural images (issue #12, BSDS500 side; not shipped): the BSDS500 U-Net
+# A general prior for natural images (issue #12, BSDS500 side): the first stage of the shipped
+# general_natural prior, whose second stage is train_general_prior_long.sh. The BSDS500 U-Net
 # prior (results/weights/bsds_du_admm_unet_w0.25, the 'natural' pretrained prior) fine-tuned
 # 3,000 steps on BSDS500 train+val crops with the "families+paper" mix
 # (admm_jax.families.FAMILY_MIXES: nine randomised operator families plus the paper's PID/BI/SI
