@@ -230,8 +230,8 @@ def _add_solve_parser(sub) -> None:
                         "blur by --kernel or a Gaussian of --blur-sigma")
     s.add_argument("--out", required=True, help="output folder (created if missing)")
     s.add_argument("--prior", default="natural",
-                   help="pretrained prior by name (natural, faces, general; see "
-                        "admm_jax.pretrained_names())")
+                   help="pretrained prior by name (natural, faces, general, general_natural; "
+                        "see admm_jax.pretrained_names())")
     s.add_argument("--simulate", action="store_true",
                    help="the inputs are clean images: degrade each first, then restore, and "
                         "print PSNR and SSIM against it")

@@ -296,11 +296,12 @@ def pretrained(name: str = "natural") -> PretrainedPrior:
     """Load a prior shipped with the package by name (offline; cached per process).
 
     ``"natural"``: residual U-Net trained end to end as DU-ADMM on BSDS500 natural photos;
-    ``"faces"``: the same architecture trained on UTKFace faces; ``"general"`` (where
-    installed): the faces prior fine-tuned on randomised operator families with a learned
-    ρ_t(σ) rule, for operators of your own (``prior.solve(op, y, sigma=...)``). :func:`pretrained_names` lists
-    what this installation has. Raises ``ValueError`` naming the available priors for an
-    unknown name.
+    ``"faces"``: the same architecture trained on UTKFace faces; ``"general"`` and
+    ``"general_natural"`` (where installed): the faces and the natural prior fine-tuned on
+    randomised operator families with a learned ρ_t(σ) rule, for operators of your own
+    (``prior.solve(op, y, sigma=...)``); ``general_natural`` for photos, ``general`` for faces.
+    :func:`pretrained_names` lists what this installation has. Raises ``ValueError`` naming
+    the available priors for an unknown name.
     """
     names = pretrained_names()
     if not isinstance(name, str) or name not in names:
