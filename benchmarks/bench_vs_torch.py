@@ -16,10 +16,12 @@ nothing compiled: admm_jax = trace + XLA compile + first step, its compile part 
 apart; torch.compile = first call, i.e. dynamo + inductor compile of forward and backward + one
 step; eager = first call), then the median, quartiles and min/max of the timed steps, and the
 ratios ``torch eager / admm_jax`` and ``torch.compile / admm_jax`` (> 1: admm_jax is faster),
-both of the medians and per round (paired). The load average (``os.getloadavg``) is recorded
-before and after each configuration. As a check that the three compute the same step, the loss
-of each one's first step (same weights, same batch) is printed with its relative difference
-to admm_jax's.
+both of the medians and per round (paired). "cores busy" is the process's CPU time (user +
+system, all threads, ``os.times``) over the wall time of a timed step, median over steps: how
+many cores the step keeps working (at most the machine's core count). The load average
+(``os.getloadavg``) is recorded before and after each configuration. As a check that the
+three compute the same step, the loss of each one's first step (same weights, same batch) is
+printed with its relative difference to admm_jax's.
 
 Differences in what is timed (both small next to the network): admm_jax's step draws its
 operators and noise inside the compiled step (a new draw every step, ``fold_in(key, step)``);
@@ -212,6 +214,12 @@ def setup_config(c: dict[str, Any], args) -> tuple[dict[str, Callable], dict[str
     return runners, extra
 
 
+def _process_cpu_s() -> float:
+    """User + system CPU time of this process, all threads (seconds)."""
+    t = os.times()
+    return t.user + t.system
+
+
 def run_config(c: dict[str, Any], args) -> dict[str, Any]:
     """Warm up every implementation, then time them alternating; returns the JSON row."""
     from common import load_average, on_accelerator
@@ -230,18 +238,21 @@ def run_config(c: dict[str, Any], args) -> dict[str, Any]:
     large = (not on_accelerator()) and c["width"] >= args.large_width
     repeats = args.repeats_large if large else args.repeats
     times: dict[str, list[float]] = {n: [] for n in names}
+    busy: dict[str, list[float]] = {n: [] for n in names}  # CPU seconds per wall second
     for r in range(repeats):
         order = names[r % len(names):] + names[:r % len(names)]
         for n in order:
-            t = time.perf_counter()
+            c0, t = _process_cpu_s(), time.perf_counter()
             runners[n]()
             times[n].append(time.perf_counter() - t)
+            busy[n].append((_process_cpu_s() - c0) / times[n][-1])
     for n in names:
         jc = extra.get("jax_compile" + n[len("admm_jax"):]) if n.startswith("admm_jax") else None
         if jc:
             first[n] += jc["lower_s"] + jc["compile_s"]
     ref = first_loss.get("admm_jax")
     impls = {n: {**summarize(times[n]), "times_s": times[n], "warmup_s": first[n],
+                 "cores_busy": statistics.median(busy[n]),
                  "first_step_loss": first_loss[n],
                  "loss_rel_diff_vs_jax": (abs(first_loss[n] - ref) / abs(ref)
                                           if ref else None)} for n in names}
@@ -268,6 +279,8 @@ def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "config": r["name"], "impl": n, "warmup": f"{v['warmup_s']:.1f}",
                 "median": ms(v["median_s"]), "iqr": f"{ms(v['q1_s'])}–{ms(v['q3_s'])}",
                 "range": f"{ms(v['min_s'])}–{ms(v['max_s'])}", "n": v["n"],
+                "cores busy": (f"{v['cores_busy']:.2f}" if v.get("cores_busy") is not None
+                               else None),
                 "ratio": (f"{ratio['of_medians']:.2f} (paired {ratio['paired']['min']:.2f}–"
                           f"{ratio['paired']['max']:.2f})") if ratio else "1",
                 "loss": (f"{v['loss_rel_diff_vs_jax']:.1e}"
@@ -356,7 +369,8 @@ def main(argv=None) -> dict[str, Any]:
     text = print_table(table_rows(rows), [
         ("config", "config"), ("impl", "impl"), ("warm-up s", "warmup"),
         ("median ms", "median"), ("IQR ms", "iqr"), ("min–max ms", "range"), ("steps", "n"),
-        ("/ admm_jax", "ratio"), ("loss diff", "loss"), ("load 1m", "load")])
+        ("/ admm_jax", "ratio"), ("cores busy", "cores busy"), ("loss diff", "loss"),
+        ("load 1m", "load")])
     print()
     lines = headline(rows)
     print("\n".join(lines))

@@ -38,6 +38,14 @@ FLAG_SETS = {
                         "XNN_GRAPH_FUSION_MODE_GREEDY",
     "fast math": "--xla_cpu_enable_fast_math=true",
     "single-thread eigen": "--xla_cpu_multi_thread_eigen=false",
+    # the batch split over two CPU "devices" (the step's mesh takes every device), one
+    # executable per device running concurrently: does it keep both cores busier?
+    "2 host devices": "--xla_force_host_platform_device_count=2",
+    # oneDNN (torch's CPU convolution library) is compiled into jaxlib 0.10.2; asked for
+    # convolutions, with YNNPACK's fusions off so that it is not pre-empted
+    "onednn conv": "--xla_cpu_experimental_onednn_fusion_type="
+                   "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION "
+                   "--xla_cpu_experimental_ynn_fusion_type=",
 }
 
 

@@ -74,7 +74,7 @@ def gw_shift(x, g, kshape, strides, pads):
 
 
 def gw_im2col(x, g, kshape, strides, pads):
-    """Weight gradient as one (kh·kw·C_in, B·H·W) × (B·H·W, C_out) product (stride 1 only)."""
+    """Weight gradient as one (kh·kw·C_in, B·H·W) × (B·H·W, C_out) product (stride 1)."""
     kh, kw = kshape[:2]
     xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
     ho, wo = g.shape[1:3]
@@ -136,8 +136,9 @@ def main() -> None:
             rows.append(r)
             alts = "  ".join(f"{k[:-3]} {r[k]:7.3f}" for k in ("gw_shift_ms", "gw_im2col_ms")
                              if k in r)
-            print(f"{arch:5s} x{str(r['x']):18s} k{str(r['kernel']):16s} n={n}  fwd {r['fwd_ms']:7.3f}"
-                  f"  gx {r['gx_ms']:7.3f}  gw {r['gw_ms']:7.3f}  {alts} ms", flush=True)
+            print(f"{arch:5s} x{str(r['x']):18s} k{str(r['kernel']):16s} n={n}  "
+                  f"fwd {r['fwd_ms']:7.3f}  gx {r['gx_ms']:7.3f}  gw {r['gw_ms']:7.3f}  {alts} ms",
+                  flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"rows": rows, "jax": jax.__version__}, f, indent=1)
