@@ -255,3 +255,37 @@ def test_family_config_is_validated():
         preset("paper", operator_mix="all")
     with pytest.raises(ValueError, match="rho_rule must be one of"):
         preset("paper", rho_rule="auto")
+
+
+def test_training_mix_names_agree_with_the_family_mixes():
+    """TrainConfig and the CLI accept exactly the mixes admm_jax.families defines (+ "problems")."""
+    from admm_jax.cli import build_parser
+    from admm_jax.families import FAMILY_MIXES
+    from admm_jax.train.config import OPERATOR_MIXES
+
+    assert OPERATOR_MIXES == ("problems",) + tuple(FAMILY_MIXES)
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    (action,) = [a for a in train._actions if a.dest == "operator_mix"]
+    assert tuple(action.choices) == OPERATOR_MIXES
+
+
+def test_blur_families_with_transfer_function_zeros():
+    """Box and defocus PSFs are normalised, symmetric, of the asked size, and (unlike the
+    Gaussian family's) their transfer functions dip to zero inside the band and rise again."""
+    from admm_jax.families import box_psf, disk_psf, gaussian_psf
+
+    box, disk = np.asarray(box_psf(5.0), np.float64), np.asarray(disk_psf(3.0), np.float64)
+    for psf in (box, disk):
+        assert abs(psf.sum() - 1.0) < 1e-6 and np.allclose(psf, psf[::-1, ::-1])
+    c = box.shape[0] // 2
+    assert np.count_nonzero(box[c] > 1e-9) == 5  # side 5: five taps across
+    assert np.count_nonzero(disk[c] > 1e-9) == 7  # radius 3 (soft edge): seven across
+    def axis_response(psf):  # |H| along the first frequency axis, DC to Nyquist
+        return np.abs(np.fft.fft2(psf, s=(64, 64)))[:33, 0]
+
+    for psf in (box, disk):
+        h = axis_response(psf)
+        first_dip = int(np.argmax(h < 0.02))
+        assert 0 < first_dip < 32 and h[first_dip:].max() > 0.1  # a zero, then a side lobe
+    h = axis_response(np.asarray(gaussian_psf(1.0), np.float64))
+    assert np.all(np.diff(h) <= 1e-12)  # the Gaussian's falls monotonically, no side lobes

@@ -36,7 +36,7 @@ PAPER = "paper"
 RELEASED = "released"
 LOSSES = ("mse", "psnr")
 ARCHITECTURES = ("paper", "unet")
-OPERATOR_MIXES = ("problems", "families", "families+paper")
+OPERATOR_MIXES = ("problems", "families", "families+paper", "families+paper+zeros")
 RHO_RULES = ("fixed", "learned")
 OBJECTIVES = ("unrolled", "denoise")
 #: the denoise objective draws the noise std per sample from U[0, DENOISE_SIGMA_MAX]
@@ -66,8 +66,8 @@ class TrainConfig:
     problems: tuple[str, ...] = ("pid", "bi", "si", "sr")
     problem_probs: tuple[float, ...] | None = None
     per_sample_problems: bool = True
-    # "problems": the mix of ``problems`` above (the paper); "families" / "families+paper":
-    # randomised operator families (admm_jax.families.FAMILY_MIXES; batch_size must be their
+    # "problems": the mix of ``problems`` above (the paper); "families" / "families+paper" /
+    # "families+paper+zeros": randomised operator families (admm_jax.families.FAMILY_MIXES; batch_size must be their
     # 10 slots). Not in the paper.
     operator_mix: str = "problems"
     # "fixed": each problem's ρ (0.3 for families); "learned": a per-iteration schedule

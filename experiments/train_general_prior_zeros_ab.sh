@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Does training on blurs whose transfer functions have zeros help the held-out motion blur?
+# (issue #12; an A/B probe, not a shipped prior). Two arms from the same start, the shipped
+# general_natural prior (results/weights/bsds_general_long_unet_w0.25), same seed, steps, T = 8
+# and lr: A keeps its "families+paper" mix, B uses "families+paper+zeros" (box and defocus
+# blurs added to the blur group; motion blur stays held out). Compare them with
+# experiments/general_prior_eval.py (RESULTS.md section 7.0b). Resumable: rerun with --resume.
+#   usage: experiments/train_general_prior_zeros_ab.sh [--resume] [--steps N] ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-local_data/bsds.npz}
+INIT=${INIT:-results/weights/bsds_general_long_unet_w0.25}
+train_arm() {  # name, mix, extra arguments
+    local name=$1 mix=$2
+    shift 2
+    admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" \
+        --out "runs/zeros_ab_$name" --architecture unet --width 0.25 --loss psnr --lr 1e-4 \
+        --batch 10 --steps 600 --operator-mix "$mix" --rho-rule learned --init-weights "$INIT" \
+        --val-every 600 --checkpoint-every 100 "$@"
+}
+train_arm A families+paper "$@"
+train_arm B families+paper+zeros "$@"
+echo "weights: runs/zeros_ab_A/params, runs/zeros_ab_B/params"
