@@ -7,7 +7,8 @@ width 0.25 on batch 2, the U-Net at width 0.25 on batch 4, i.e. the issue-#13 st
 then times each distinct shape, jit-compiled, median of ``repeats`` runs:
 
 * ``fwd``: the convolution itself;
-* ``gx`` / ``gw``: the input and weight gradients as ``conv2d``'s ``custom_vjp`` states them;
+* ``gx`` / ``gw``: the input and weight gradients as ``conv2d``'s ``custom_vjp`` states them
+  (each timed alone);
 * ``gw_shift``: the weight gradient written as kh·kw matrix products, one per kernel offset,
   ``gw[i, j] = x_pad[:, i:i+H_out, j:j+W_out, :]ᵀ g`` contracted over (B, H_out, W_out), a
   candidate for layers where the convolution form is slow (large images, few channels);
@@ -29,33 +30,39 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, "benchmarks")
-from admm_jax.priors import conv as conv_module  # noqa: E402
+from admm_jax.priors import conv2d  # noqa: E402
 from admm_jax.train.config import preset  # noqa: E402
 from admm_jax.train.loop import build_prior  # noqa: E402
 
 
+def _conv_calls(jaxpr) -> list[tuple]:
+    """(x shape, kernel shape, strides, padding) of every convolution in a jaxpr, nested
+    jaxprs (the custom_vjp of conv2d, scans, ...) included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "conv_general_dilated":
+            x, k = (v.aval.shape for v in eqn.invars[:2])
+            found.append((tuple(x), tuple(k), tuple(eqn.params["window_strides"]),
+                          tuple(tuple(p) for p in eqn.params["padding"])))
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _conv_calls(inner)
+    return found
+
+
 def record_shapes(arch: str, batch: int) -> list[tuple]:
+    """Distinct convolutions of one prior evaluation and how often each runs."""
     kw = dict(width=0.25, batch_size=batch)
     if arch == "unet":
         kw.update(architecture="unet", loss="psnr")
-    cfg = preset("paper", **kw)
-    prior_fn, params = build_prior(cfg)
-    seen: list[tuple] = []
-    original = conv_module._conv
-
-    def recorder(x, kernel, strides, pads):
-        seen.append((tuple(x.shape), tuple(kernel.shape), tuple(strides), tuple(pads)))
-        return original(x, kernel, strides, pads)
-
-    conv_module._conv = recorder
-    try:
-        jax.eval_shape(prior_fn, params, jax.ShapeDtypeStruct((batch, 64, 64, 3), jnp.float32))
-    finally:
-        conv_module._conv = original
+    prior_fn, params = build_prior(preset("paper", **kw))
+    closed = jax.make_jaxpr(prior_fn)(params, jnp.zeros((batch, 64, 64, 3), jnp.float32))
     counts: dict[tuple, int] = {}
-    for s in seen:
-        counts[s] = counts.get(s, 0) + 1
-    return [(s, n) for s, n in counts.items()]
+    for call in _conv_calls(closed.jaxpr):
+        counts[call] = counts.get(call, 0) + 1
+    return list(counts.items())
 
 
 def gw_shift(x, g, kshape, strides, pads):
@@ -101,14 +108,13 @@ def probe(shape, repeats):
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, xs)
     kernel = jax.random.normal(kk, ks)
-    out, vjp = jax.vjp(lambda a, b: conv_module._conv(a, b, strides, pads), x, kernel)
-    g = jax.random.normal(kg, out.shape)
-    fwd = lambda a, b: conv_module._conv(a, b, strides, pads)  # noqa: E731
-    bwd = lambda a, b, c: conv_module._conv_bwd(strides, pads, (a, b), c)  # noqa: E731
-    gx_only = lambda a, b, c: bwd(a, b, c)[0]  # noqa: E731
-    gw_only = lambda a, b, c: bwd(a, b, c)[1]  # noqa: E731
+    conv = lambda a, b: conv2d(a, b, strides, pads)  # noqa: E731
+    g = jax.random.normal(kg, jax.eval_shape(conv, x, kernel).shape)
+    # each gradient alone: jit drops the forward convolution and the other gradient as dead code
+    gx_only = lambda a, b, c: jax.vjp(conv, a, b)[1](c)[0]  # noqa: E731
+    gw_only = lambda a, b, c: jax.vjp(conv, a, b)[1](c)[1]  # noqa: E731
     row = {"x": xs, "kernel": ks, "pads": pads}
-    row["fwd_ms"] = time_fn(fwd, (x, kernel), repeats)
+    row["fwd_ms"] = time_fn(conv, (x, kernel), repeats)
     row["gx_ms"] = time_fn(gx_only, (x, kernel, g), repeats)
     row["gw_ms"] = time_fn(gw_only, (x, kernel, g), repeats)
     if strides == (1, 1):

@@ -67,8 +67,8 @@ class TrainConfig:
     problem_probs: tuple[float, ...] | None = None
     per_sample_problems: bool = True
     # "problems": the mix of ``problems`` above (the paper); "families" / "families+paper" /
-    # "families+paper+zeros": randomised operator families (admm_jax.families.FAMILY_MIXES; batch_size must be their
-    # 10 slots). Not in the paper.
+    # "families+paper+zeros": randomised operator families (admm_jax.families.FAMILY_MIXES;
+    # batch_size must be their 10 slots). Not in the paper.
     operator_mix: str = "problems"
     # "fixed": each problem's ρ (0.3 for families); "learned": a per-iteration schedule
     # ρ_t(σ) trained with the prior (admm_jax.rho_rules). Not in the paper.
