@@ -6,7 +6,9 @@ ratio". The general prior is trained on mini-batches that mix training families,
 with its own operator and noise level σ ~ U[0, 0.1] (images in [0, 1]): first the nine
 randomised :data:`DEFAULT_FAMILIES` (mix "families", ``experiments/train_general_prior.sh``),
 then the same plus the paper's three mask geometries (mix "families+paper",
-``experiments/train_general_prior_stage2.sh``); the named mixes are :data:`FAMILY_MIXES`.
+``experiments/train_general_prior_stage2.sh``); the named mixes are :data:`FAMILY_MIXES`
+(two of them, "families+paper+zeros" and "families+paper+cfa+aniso", add families related to
+the held-out ones for A/B probes; RESULTS.md §7.0b: neither helped).
 
 Families that share an operator class share a *group* (all mask families are
 :class:`~admm_jax.operators.Mask`, Fourier and compressive-sensing sampling are
@@ -60,6 +62,9 @@ BLUR_SIGMA_RANGE = (0.5, 2.5)
 BOX_TAPS = 11
 BOX_SIZE_RANGE = (3.0, 9.0)
 DISK_RADIUS_RANGE = (1.5, 4.5)
+#: anisotropic Gaussian blurs: width along the long and the short axis (pixels)
+ANISO_LONG_RANGE = (1.0, 3.5)
+ANISO_SHORT_RANGE = (0.3, 1.0)
 
 
 # --------------------------------------------------------------------------- mask families
@@ -131,6 +136,17 @@ def line_drops(key: Array, shape: Shape) -> Mask:
                 in_shape=tuple(shape))
 
 
+def random_cfa_mask(key: Array, shape: Shape) -> Mask:
+    """Random colour filter array: every pixel measures exactly one colour channel, drawn
+    independently per pixel, the channel probabilities themselves random (weights U[0.5, 1.5],
+    normalised). Never periodic, unlike the held-out Bayer array (a fixed 2×2 tile)."""
+    h, w, c = shape
+    k_w, k_c = jax.random.split(key)
+    weights = jax.random.uniform(k_w, (c,), minval=0.5, maxval=1.5)
+    channel = jax.random.categorical(k_c, jnp.log(weights), shape=(h, w))
+    return Mask(mask=jax.nn.one_hot(channel, c, dtype=_float()), in_shape=tuple(shape))
+
+
 # --------------------------------------------------------------------------- other families
 def gaussian_psf(sigma: Array, taps: int = BLUR_TAPS) -> Array:
     """Normalised isotropic Gaussian point-spread function (taps, taps), ``sigma`` traceable."""
@@ -145,6 +161,30 @@ def random_gaussian_blur(key: Array, shape: Shape) -> CircularConvolution:
     sigma = _uniform(key, *BLUR_SIGMA_RANGE)
     return CircularConvolution(kernel=circular_kernel(gaussian_psf(sigma), shape[:2]),
                                in_shape=tuple(shape), rcond=0.05)
+
+
+def anisotropic_gaussian_psf(sigma_long: Array, sigma_short: Array, angle: Array,
+                             taps: int = BLUR_TAPS) -> Array:
+    """Normalised elliptical Gaussian PSF (taps, taps): width ``sigma_long`` px along the
+    direction ``angle`` (radians), ``sigma_short`` px across it; all three traceable."""
+    r = jnp.arange(taps) - taps // 2
+    yy, xx = jnp.meshgrid(r, r, indexing="ij")
+    along = xx * jnp.cos(angle) + yy * jnp.sin(angle)
+    across = -xx * jnp.sin(angle) + yy * jnp.cos(angle)
+    psf = jnp.exp(-0.5 * ((along / sigma_long) ** 2 + (across / sigma_short) ** 2))
+    return psf / psf.sum()
+
+
+def random_anisotropic_blur(key: Array, shape: Shape) -> CircularConvolution:
+    """Circular elliptical Gaussian blur in a uniformly random direction, widths σ_long ~
+    U[1, 3.5] px and σ_short ~ U[0.3, 1] px: directional like motion blur (held out), but
+    smooth, with no line-shaped support (pinv truncated at rcond 0.05)."""
+    k_l, k_s, k_a = jax.random.split(key, 3)
+    psf = anisotropic_gaussian_psf(_uniform(k_l, *ANISO_LONG_RANGE),
+                                   _uniform(k_s, *ANISO_SHORT_RANGE),
+                                   _uniform(k_a, 0.0, math.pi))
+    return CircularConvolution(kernel=circular_kernel(psf, shape[:2]), in_shape=tuple(shape),
+                               rcond=0.05)
 
 
 def box_psf(size: Array, taps: int = BOX_TAPS) -> Array:
@@ -296,6 +336,11 @@ TRAINING_FAMILIES: dict[str, Family] = {f.name: f for f in (
     # held out); not in the default mix, used by "families+paper+zeros"
     Family("box_blur", "blur", random_box_blur, "square box blur, side 3-9 px"),
     Family("defocus_blur", "blur", random_defocus_blur, "defocus (disk) blur, radius 1.5-4.5 px"),
+    # one colour per pixel at random (not the held-out Bayer tile) and directional smooth
+    # blurs (not the held-out line-shaped motion blur); used by "families+paper+cfa+aniso"
+    Family("random_cfa", "mask", random_cfa_mask, "random colour filter array, 1 channel/pixel"),
+    Family("aniso_blur", "blur", random_anisotropic_blur,
+           "elliptical Gaussian blur, widths 1-3.5 x 0.3-1 px, random direction"),
 )}
 
 #: the nine randomised families of the default mix (the shipped general prior's training)
@@ -383,6 +428,9 @@ class FamilyMix:
 #: few samples, and the general prior stayed 2.3 dB below the specialised one there.
 #: "families+paper+zeros": "families+paper" with two more blur families whose transfer
 #: functions have zeros (box and defocus), a third of the blur group each.
+#: "families+paper+cfa+aniso": "families+paper" with random colour filter arrays in the mask
+#: group (weight 2, about one sample per batch) and elliptical Gaussian blurs as half of the
+#: blur group: the nearest training relatives of the held-out demosaicing and motion blur.
 FAMILY_MIXES: dict[str, FamilyMix] = {
     "families": FamilyMix(),
     "families+paper": FamilyMix(families=DEFAULT_FAMILIES + ("paper_pid", "paper_bi", "paper_si"),
@@ -391,6 +439,10 @@ FAMILY_MIXES: dict[str, FamilyMix] = {
         families=DEFAULT_FAMILIES + ("paper_pid", "paper_bi", "paper_si", "box_blur",
                                      "defocus_blur"),
         weights=(("paper_bi", 2.0),)),
+    "families+paper+cfa+aniso": FamilyMix(
+        families=DEFAULT_FAMILIES + ("paper_pid", "paper_bi", "paper_si", "random_cfa",
+                                     "aniso_blur"),
+        weights=(("paper_bi", 2.0), ("random_cfa", 2.0))),
 }
 
 

@@ -3,9 +3,11 @@
 # (issue #12; an A/B probe, not a shipped prior). Two arms from the same start, the shipped
 # general_natural prior (results/weights/bsds_general_long_unet_w0.25), same seed, steps, T = 8
 # and lr: A keeps its "families+paper" mix, B uses "families+paper+zeros" (box and defocus
-# blurs added to the blur group; motion blur stays held out). Compare them with
+# blurs added to the blur group; motion blur stays held out). A third arm C uses
+# "families+paper+cfa+aniso" (random colour filter arrays and elliptical Gaussian blurs: the
+# nearest training relatives of the held-out demosaicing and motion blur). Compare them with
 # experiments/general_prior_eval.py (RESULTS.md section 7.0b). Resumable: rerun with --resume.
-#   usage: experiments/train_general_prior_zeros_ab.sh [--resume] [--steps N] ...
+#   usage: [ARMS="A B C"] experiments/train_general_prior_zeros_ab.sh [--resume] [--steps N] ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-local_data/bsds.npz}
@@ -18,6 +20,9 @@ train_arm() {  # name, mix, extra arguments
         --batch 10 --steps 600 --operator-mix "$mix" --rho-rule learned --init-weights "$INIT" \
         --val-every 600 --checkpoint-every 100 "$@"
 }
-train_arm A families+paper "$@"
-train_arm B families+paper+zeros "$@"
-echo "weights: runs/zeros_ab_A/params, runs/zeros_ab_B/params"
+declare -A MIX=([A]=families+paper [B]=families+paper+zeros [C]=families+paper+cfa+aniso)
+for arm in ${ARMS:-A B C}; do
+    [[ -n "${MIX[$arm]:-}" ]] || { echo "unknown arm '$arm'; arms: A B C" >&2; exit 2; }
+    train_arm "$arm" "${MIX[$arm]}" "$@"
+    echo "weights: runs/zeros_ab_$arm/params"
+done

@@ -289,3 +289,42 @@ def test_blur_families_with_transfer_function_zeros():
         assert 0 < first_dip < 32 and h[first_dip:].max() > 0.1  # a zero, then a side lobe
     h = axis_response(np.asarray(gaussian_psf(1.0), np.float64))
     assert np.all(np.diff(h) <= 1e-12)  # the Gaussian's falls monotonically, no side lobes
+
+
+def test_random_cfa_measures_one_channel_per_pixel_with_random_frequencies():
+    """Every pixel of a random colour filter array sees exactly one channel; the channel counts
+    follow the draw's own weights (so they vary between draws) and the array is never Bayer's."""
+    from admm_jax.families import bayer_mask, random_cfa_mask
+
+    shape = (64, 64, 3)
+    bayer = np.asarray(bayer_mask(None, shape).mask)
+    fractions = []
+    for i in range(20):
+        m = np.asarray(random_cfa_mask(jax.random.PRNGKey(i), shape).mask)
+        assert set(np.unique(m)) == {0.0, 1.0} and np.all(m.sum(-1) == 1.0)
+        assert not np.array_equal(m, bayer)
+        fractions.append(m.mean((0, 1)))
+    fractions = np.asarray(fractions)
+    # weights U[0.5, 1.5] normalised: a channel's share lies in [1/7, 3/5]; 4096 pixels keep
+    # the binomial error of a share below 0.008, so 0.03 of slack is about 4 std
+    assert fractions.min() > 1 / 7 - 0.03 and fractions.max() < 3 / 5 + 0.03
+    assert fractions[:, 0].std() > 0.03  # the frequencies themselves are random
+
+
+def test_anisotropic_gaussian_psf_has_the_asked_second_moments():
+    """The elliptical PSF's covariance has eigenvalues σ_long², σ_short² with the long axis at
+    the asked angle (sampled Gaussians of width ≥ 1 px keep their continuous moments to
+    ~1e-8 by Poisson summation; truncation at 4σ costs < 0.3 %)."""
+    from admm_jax.families import anisotropic_gaussian_psf
+
+    angle = 0.6
+    psf = np.asarray(anisotropic_gaussian_psf(2.0, 1.0, angle), np.float64)
+    assert abs(psf.sum() - 1.0) < 1e-6 and np.allclose(psf, psf[::-1, ::-1], atol=1e-7)
+    r = np.arange(psf.shape[0]) - psf.shape[0] // 2
+    yy, xx = np.meshgrid(r, r, indexing="ij")
+    cov = np.array([[np.sum(psf * xx * xx), np.sum(psf * xx * yy)],
+                    [np.sum(psf * xx * yy), np.sum(psf * yy * yy)]])
+    evals, evecs = np.linalg.eigh(cov)
+    assert np.allclose(evals, [1.0, 4.0], rtol=1e-2)
+    long_axis = evecs[:, 1]
+    assert abs(abs(long_axis @ [np.cos(angle), np.sin(angle)]) - 1.0) < 1e-3
