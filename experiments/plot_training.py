@@ -20,7 +20,16 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    recs = [json.loads(l) for l in (Path(args.run) / "validation.jsonl").read_text().splitlines()]
+    run = Path(args.run)
+    log = run / "validation.jsonl"
+    if not log.is_file():
+        print(f"error: run: {str(run)!r} has no validation.jsonl (pass an 'admm-jax train' "
+              "output folder or a weights folder that carries its log)", file=sys.stderr)
+        return 2
+    recs = [json.loads(l) for l in log.read_text().splitlines()]
+    # the validation runs the trained T (config.json's num_iters: 32 for the long-run stages)
+    config = run / "config.json"
+    num_iters = json.loads(config.read_text()).get("num_iters", 8) if config.is_file() else 8
     start = next((r for r in recs if r.get("kind") == "pinv_start"), None)
     runs = [r for r in recs if r.get("kind") == "du_admm"]
     problems = [k for k in runs[0] if k not in ("step", "kind")]
@@ -30,7 +39,7 @@ def main(argv=None) -> int:
         if start:
             ax.axhline(start[p], color=line.get_color(), ls=":", lw=1)
     ax.set_xlabel("training step")
-    ax.set_ylabel("validation PSNR (dB), T = 8")
+    ax.set_ylabel(f"validation PSNR (dB), T = {num_iters}")
     ax.set_title("DU-ADMM validation PSNR (dotted: pinv start)")
     ax.grid(alpha=0.3)
     ax.legend()
