@@ -53,12 +53,13 @@ DATASETS = {
     "general_natural": {
         "name": "BSDS500 train+val, then operator families",
         "detail": "the 'natural' prior (300 BSDS500 train+val photos as 64x64 crops) fine-tuned "
-                  "on the same crops in two stages, learning a rho_t(sigma) rule, noise "
-                  "sigma ~ U[0, 0.1]: 3,000 steps on nine randomised operator families plus "
-                  "the paper's PID/BI/SI masks (mix 'families+paper', "
-                  "experiments/train_general_prior_natural.sh), then 800 steps on that mix at "
-                  "T = 32, the 8-step schedule cycled, loss over every block end "
-                  "(experiments/train_general_prior_long.sh with DATA=local_data/bsds.npz); "
+                  "on the same crops, learning a rho_t(sigma) rule, noise sigma ~ U[0, 0.1]: "
+                  "3,000 steps on nine randomised operator families plus the paper's PID/BI/SI "
+                  "masks (mix 'families+paper', experiments/train_general_prior_natural.sh), "
+                  "then three runs of 800 steps on that mix at T = 32, the 8-step schedule "
+                  "cycled, loss over every block end, each run started from the previous "
+                  "one's weights (experiments/train_general_prior_long.sh with "
+                  "DATA=local_data/bsds.npz and INIT=the previous weights); "
                   "admm_jax.families.FAMILY_MIXES",
         "licence": "BSDS500: non-commercial research and education use (Berkeley); cite "
                    "Arbelaez et al., TPAMI 33(5), 2011",
