@@ -429,7 +429,7 @@ class FamilyMix:
 #: "families+paper+zeros": "families+paper" with two more blur families whose transfer
 #: functions have zeros (box and defocus), a third of the blur group each.
 #: "families+paper+cfa+aniso": "families+paper" with random colour filter arrays in the mask
-#: group (weight 2, about one sample per batch) and elliptical Gaussian blurs as half of the
+#: group (weight 2: 0.8 samples per batch on average) and elliptical Gaussian blurs as half of the
 #: blur group: the nearest training relatives of the held-out demosaicing and motion blur.
 FAMILY_MIXES: dict[str, FamilyMix] = {
     "families": FamilyMix(),
