@@ -163,14 +163,20 @@ def random_gaussian_blur(key: Array, shape: Shape) -> CircularConvolution:
                                in_shape=tuple(shape), rcond=0.05)
 
 
+def _rotated_taps(angle: Array, taps: int) -> tuple[Array, Array]:
+    """Coordinates (px) of a (taps, taps) PSF grid along the direction ``angle`` (radians, from
+    the column axis towards the row axis) and across it; the centre tap is the origin."""
+    r = jnp.arange(taps) - taps // 2
+    yy, xx = jnp.meshgrid(r, r, indexing="ij")
+    return (xx * jnp.cos(angle) + yy * jnp.sin(angle),
+            -xx * jnp.sin(angle) + yy * jnp.cos(angle))
+
+
 def anisotropic_gaussian_psf(sigma_long: Array, sigma_short: Array, angle: Array,
                              taps: int = BLUR_TAPS) -> Array:
     """Normalised elliptical Gaussian PSF (taps, taps): width ``sigma_long`` px along the
     direction ``angle`` (radians), ``sigma_short`` px across it; all three traceable."""
-    r = jnp.arange(taps) - taps // 2
-    yy, xx = jnp.meshgrid(r, r, indexing="ij")
-    along = xx * jnp.cos(angle) + yy * jnp.sin(angle)
-    across = -xx * jnp.sin(angle) + yy * jnp.cos(angle)
+    along, across = _rotated_taps(angle, taps)
     psf = jnp.exp(-0.5 * ((along / sigma_long) ** 2 + (across / sigma_short) ** 2))
     return psf / psf.sum()
 
@@ -269,10 +275,7 @@ def bayer_mask(_key: Array, shape: Shape) -> Mask:
 
 def motion_psf(angle: Array, length: int = 9, taps: int = 15, width: float = 0.5) -> Array:
     """Linear motion blur of ``length`` px at ``angle`` (radians), anti-aliased, normalised."""
-    r = jnp.arange(taps) - taps // 2
-    yy, xx = jnp.meshgrid(r, r, indexing="ij")
-    along = xx * jnp.cos(angle) + yy * jnp.sin(angle)
-    across = -xx * jnp.sin(angle) + yy * jnp.cos(angle)
+    along, across = _rotated_taps(angle, taps)
     weight = jnp.exp(-0.5 * (across / width) ** 2) * (jnp.abs(along) <= length / 2)
     return weight / weight.sum()
 
