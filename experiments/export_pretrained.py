@@ -51,18 +51,19 @@ DATASETS = {
                    "owners; cite Zhang, Song, Qi, CVPR 2017",
     },
     "general_natural": {
-        "name": "BSDS500 train+val, then operator families",
-        "detail": "the 'natural' prior (300 BSDS500 train+val photos as 64x64 crops) fine-tuned "
-                  "on the same crops, learning a rho_t(sigma) rule, noise sigma ~ U[0, 0.1]: "
-                  "3,000 steps on nine randomised operator families plus the paper's PID/BI/SI "
-                  "masks (mix 'families+paper', experiments/train_general_prior_natural.sh), "
-                  "then three runs of 800 steps on that mix at T = 32, the 8-step schedule "
-                  "cycled, loss over every block end, each run started from the previous "
-                  "one's weights (experiments/train_general_prior_long.sh with "
-                  "DATA=local_data/bsds.npz and INIT=the previous weights); "
-                  "admm_jax.families.FAMILY_MIXES",
+        "name": "BSDS500 train+val, then operator families (started from a UTKFace denoiser)",
+        "detail": "the U-Net Gaussian denoiser of the PnP baseline (8,175 UTKFace faces, "
+                  "experiments/train_denoiser.sh) fine-tuned as an unrolled prior on 64x64 "
+                  "crops of the 300 BSDS500 train+val photos, learning a rho_t(sigma) rule, "
+                  "noise sigma ~ U[0, 0.1]: 1,800 steps on nine randomised operator families "
+                  "plus the paper's PID/BI/SI masks (mix 'families+paper', "
+                  "ARMS=denoiser STEPS=1800 experiments/train_general_prior_init_ab.sh), then "
+                  "800 steps on that mix at T = 32, the 8-step schedule cycled, loss over every "
+                  "block end (experiments/train_general_prior_long.sh with "
+                  "DATA=local_data/bsds.npz); admm_jax.families.FAMILY_MIXES",
         "licence": "BSDS500: non-commercial research and education use (Berkeley); cite "
-                   "Arbelaez et al., TPAMI 33(5), 2011",
+                   "Arbelaez et al., TPAMI 33(5), 2011. The starting weights were trained on "
+                   "UTKFace: non-commercial research use only; cite Zhang, Song, Qi, CVPR 2017",
     },
     "faces": {
         "name": "UTKFace part 1 (train split)",
@@ -104,6 +105,8 @@ def _family_command(cfg) -> str:
                   + (" with DATA=local_data/bsds.npz" if "bsds" in init else ""))
     elif "bsds_du_admm" in init:
         script = "experiments/train_general_prior_natural.sh"
+    elif "denoiser" in init:  # the general_natural recipe since RESULTS.md section 7.0d
+        script = f"ARMS=denoiser STEPS={cfg.steps} experiments/train_general_prior_init_ab.sh"
     else:
         script = {"families": "experiments/train_general_prior.sh",
                   "families+paper": "experiments/train_general_prior_stage2.sh"}[cfg.operator_mix]

@@ -29,8 +29,8 @@ NAMES = ("faces", "general", "general_natural", "natural")
 # the family-trained priors: their fine-tuning stages' operator mixes (first stage first) and
 # the long-run rule and iteration count chosen on training images (RESULTS.md §7.0, §7.0b)
 GENERAL_STAGES = {"general": ["families", "families+paper", "families+paper"],
-                  "general_natural": ["families+paper"] * 4}
-GENERAL_LONG_RUNS = {"general": ("cycle", 48), "general_natural": ("cycle", 32)}
+                  "general_natural": ["families+paper"] * 2}
+GENERAL_LONG_RUNS = {"general": ("cycle", 48), "general_natural": ("cycle", 48)}
 # PSNRs are recomputed through 8 float32 unrolled iterations of a 167k-parameter network; other
 # CPUs (vector width, thread count) round differently, which moves a PSNR by ~1e-4 dB. 0.02 dB
 # is far above that and far below any change of the weights or the solver that matters.

@@ -297,9 +297,10 @@ def pretrained(name: str = "natural") -> PretrainedPrior:
 
     ``"natural"``: residual U-Net trained end to end as DU-ADMM on BSDS500 natural photos;
     ``"faces"``: the same architecture trained on UTKFace faces; ``"general"`` and
-    ``"general_natural"`` (where installed): the faces and the natural prior fine-tuned on
-    randomised operator families with a learned ρ_t(σ) rule, for operators of your own
-    (``prior.solve(op, y, sigma=...)``); ``general_natural`` for photos, ``general`` for faces.
+    ``"general_natural"`` (where installed): priors trained as unrolled ADMM on randomised
+    operator families with a learned ρ_t(σ) rule, for operators of your own
+    (``prior.solve(op, y, sigma=...)``): ``general`` is the faces prior fine-tuned on faces,
+    ``general_natural`` the PnP Gaussian denoiser fine-tuned on BSDS500 photos.
     :func:`pretrained_names` lists what this installation has. Raises ``ValueError`` naming
     the available priors for an unknown name.
     """
