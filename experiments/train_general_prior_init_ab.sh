@@ -11,17 +11,19 @@
 #                start of the shipped general_natural prior
 # Compare them with experiments/general_prior_eval.py (RESULTS.md section 7.0d).
 # Resumable: rerun with --resume.
+# DATA and OUT_PREFIX (default runs/init_ab: runs/init_ab_<arm>) choose the images and the run folders.
 #   usage: [ARMS="denoiser specialised"] [STEPS=600] experiments/train_general_prior_init_ab.sh [--resume] ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-local_data/bsds.npz}
+OUT_PREFIX=${OUT_PREFIX:-runs/init_ab}
 declare -A INIT=([denoiser]=results/weights/utkface_denoiser_unet_w0.25
                  [specialised]=results/weights/bsds_du_admm_unet_w0.25)
 for arm in ${ARMS:-denoiser specialised}; do
     [[ -n "${INIT[$arm]:-}" ]] || { echo "unknown arm '$arm'; arms: denoiser specialised" >&2; exit 2; }
     admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" \
-        --out "runs/init_ab_$arm" --architecture unet --width 0.25 --loss psnr --lr 2e-4 \
+        --out "${OUT_PREFIX}_$arm" --architecture unet --width 0.25 --loss psnr --lr 2e-4 \
         --batch 10 --steps "${STEPS:-600}" --operator-mix families+paper --rho-rule learned \
         --init-weights "${INIT[$arm]}" --val-every "${STEPS:-600}" --checkpoint-every 100 "$@"
-    echo "weights: runs/init_ab_$arm/params"
+    echo "weights: ${OUT_PREFIX}_$arm/params"
 done
