@@ -19,8 +19,10 @@ DATA=${DATA:-local_data/bsds.npz}
 OUT_PREFIX=${OUT_PREFIX:-runs/init_ab}
 declare -A INIT=([denoiser]=results/weights/utkface_denoiser_unet_w0.25
                  [specialised]=results/weights/bsds_du_admm_unet_w0.25)
-for arm in ${ARMS:-denoiser specialised}; do
+for arm in ${ARMS:-denoiser specialised}; do  # all arms checked before any trains
     [[ -n "${INIT[$arm]:-}" ]] || { echo "unknown arm '$arm'; arms: denoiser specialised" >&2; exit 2; }
+done
+for arm in ${ARMS:-denoiser specialised}; do
     admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" \
         --out "${OUT_PREFIX}_$arm" --architecture unet --width 0.25 --loss psnr --lr 2e-4 \
         --batch 10 --steps "${STEPS:-600}" --operator-mix families+paper --rho-rule learned \

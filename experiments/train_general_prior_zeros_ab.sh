@@ -21,8 +21,10 @@ train_arm() {  # name, mix, extra arguments
         --val-every 600 --checkpoint-every 100 "$@"
 }
 declare -A MIX=([A]=families+paper [B]=families+paper+zeros [C]=families+paper+cfa+aniso)
-for arm in ${ARMS:-A B C}; do
+for arm in ${ARMS:-A B C}; do  # all arms checked before any trains
     [[ -n "${MIX[$arm]:-}" ]] || { echo "unknown arm '$arm'; arms: A B C" >&2; exit 2; }
+done
+for arm in ${ARMS:-A B C}; do
     train_arm "$arm" "${MIX[$arm]}" "$@"
     echo "weights: runs/zeros_ab_$arm/params"
 done
