@@ -126,9 +126,22 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{'denoiser objective' if cfg.objective == 'denoise' else f'T {cfg.num_iters}'}, "
           f"{cfg.steps} steps ({cfg.preset} preset)")
     train(cfg, train_images, val_images, args.out, resume=args.resume,
-          overwrite=args.overwrite, progress=not args.no_progress)
+          overwrite=args.overwrite, progress=not args.no_progress,
+          provenance=_provenance(args.command_line))
     print(f"outputs: {Path(args.out).absolute()}")
     return 0
+
+
+def _provenance(command_line: list[str]) -> dict:
+    """How this ``admm-jax train`` was invoked, for the run's ``provenance.jsonl``: the command
+    line, and the recipe a script in ``experiments/`` names in ``ADMM_JAX_RECIPE`` (the script
+    with the environment variables that choose its arms, data and starting weights)."""
+    import datetime
+    import os
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "argv": command_line,
+            "recipe": os.environ.get("ADMM_JAX_RECIPE") or None}
 
 
 # --------------------------------------------------------------------------- onenet
@@ -431,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     args = build_parser().parse_args([a for a in argv if a != "--debug"])
+    args.command_line = ["admm-jax", *argv]  # recorded by commands that keep provenance
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -90,15 +90,34 @@ def training_record(src: Path, cfg) -> dict:
         "final_validation_psnr": next((v for v in reversed(val) if v["kind"] == "du_admm"), None),
         "pinv_start_validation_psnr": next((v for v in val if v["kind"] == "pinv_start"), None),
         "log": str(src.relative_to(ROOT) / "metrics.csv") if src.is_relative_to(ROOT) else None,
-        "command": "experiments/results_cpu.sh (admm-jax train --architecture unet --width 0.25 "
-                   "--loss psnr --lr 5e-4 --batch 8 --steps 3000 ...)",
+        "command": _recorded_command(src) or (  # runs committed before provenance.jsonl
+            "experiments/results_cpu.sh (admm-jax train --architecture unet --width 0.25 "
+            "--loss psnr --lr 5e-4 --batch 8 --steps 3000 ...)"),
     }
 
 
-def _family_command(cfg) -> str:
-    """The script in experiments/ that ran a family-trained stage, from its config: a run at
-    more iterations than its schedule's length is the long-run stage; a first stage started
-    from the BSDS500 prior is the natural-image one."""
+def _recorded_command(src: Path) -> str | None:
+    """The command that trained the run in ``src``, from the ``provenance.jsonl`` that ``admm-jax
+    train`` writes (its first record: a resumed run continues that command): the calling
+    script's recipe and the full ``admm-jax train`` command line. None for runs that predate the
+    record."""
+    log = src / "provenance.jsonl"
+    if not log.exists():
+        return None
+    first = json.loads(log.read_text().splitlines()[0])
+    argv = " ".join(first["argv"])
+    return f"{first['recipe']} ({argv})" if first.get("recipe") else argv
+
+
+def _family_command(cfg, src: Path) -> str:
+    """The command that ran a family-trained stage: the recorded one (see
+    :func:`_recorded_command`) or, for the runs committed before runs recorded it, the script
+    in experiments/ guessed from the config: a run at more iterations than its schedule's
+    length is the long-run stage; a first stage started from the BSDS500 prior is the
+    natural-image one, one started from the denoiser the init A/B script's."""
+    recorded = _recorded_command(src)
+    if recorded is not None:
+        return recorded
     init = cfg.init_weights or ""
     if cfg.num_iters > cfg.rho_steps:
         script = (f"INIT={init} experiments/train_general_prior_long.sh"
@@ -128,7 +147,7 @@ def _stages(src: Path, cfg) -> list[dict]:
                       "unrolled_iters": cfg.num_iters, "rho_period": cfg.rho_steps,
                       "loss_every": cfg.loss_every,
                       "steps": int(rows[-1].split(",")[0]) if len(rows) > 1 else None,
-                      "command": _family_command(cfg)})
+                      "command": _family_command(cfg, src)})
         nxt = ROOT / cfg.init_weights if cfg.init_weights else None
         if nxt is None or not (nxt / "config.json").exists():
             break
@@ -252,7 +271,7 @@ def main(argv=None) -> int:
             meta["long_runs"] = {"rule": choice["rule"], "num_iters": int(choice["T"]),
                                  "chosen_on": choice["on"], "from": args.long_runs}
         meta["training"]["problems"] = "operator families (admm_jax.families)"
-        meta["training"]["command"] = _family_command(cfg)
+        meta["training"]["command"] = _family_command(cfg, args.src)
         meta["training"]["stages"] = _stages(args.src, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -6,9 +6,9 @@ Works for a DU-ADMM prior (``admm-jax train`` → ``<run>/params``) and a OneNet
 (``admm-jax pretrain-onenet`` → ``<run>/params``); the result loads with ``admm-jax evaluate
 --du-admm`` / ``--onenet`` like the original. bf16 storage halves the size (the full-width
 prior: ~45 MB instead of ~90 MB); the weights are cast back to float32 when loaded. The run's
-``metrics.csv`` and ``validation.jsonl`` (training log and PSNR against steps) are copied along
-when found next to ``params/``. Refuses to replace an existing destination unless
-``--overwrite``.
+``metrics.csv``, ``validation.jsonl`` and ``provenance.jsonl`` (training log, PSNR against steps,
+the command that trained it) are copied along when found next to ``params/``. Refuses to
+replace an existing destination unless ``--overwrite``.
 """
 
 import argparse
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         extra = [p for p in src.iterdir() if p.name not in ("state", "config.json",
                                                             "weights.json")]
     run_dir = src if (src / "checkpoints").is_dir() else src.parent
-    extra += [run_dir / name for name in ("metrics.csv", "validation.jsonl")
+    extra += [run_dir / name for name in ("metrics.csv", "validation.jsonl", "provenance.jsonl")
               if (run_dir / name).exists()]
 
     def copy_extra(folder: Path) -> None:  # VBN statistics, reference batch, training logs

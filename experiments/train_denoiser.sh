@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/denoiser}
 DATA=${DATA:-../shared/data/utkface}
+ADMM_JAX_RECIPE="DATA=$DATA experiments/train_denoiser.sh $*" \
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
     --objective denoise --architecture unet --width 0.25 --loss psnr --lr 5e-4 --batch 8 \
     --steps "${STEPS:-7000}" --val-every 500 --checkpoint-every 500 "$@"

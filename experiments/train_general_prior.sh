@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/general_prior}
 DATA=${DATA:-../shared/data/utkface}
+ADMM_JAX_RECIPE="DATA=$DATA experiments/train_general_prior.sh $*" \
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
     --architecture unet --width 0.25 --loss psnr --lr 2e-4 --batch 10 --steps 1500 \
     --operator-mix families --rho-rule learned \

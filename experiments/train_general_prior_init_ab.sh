@@ -23,6 +23,7 @@ for arm in ${ARMS:-denoiser specialised}; do  # all arms checked before any trai
     [[ -n "${INIT[$arm]:-}" ]] || { echo "unknown arm '$arm'; arms: denoiser specialised" >&2; exit 2; }
 done
 for arm in ${ARMS:-denoiser specialised}; do
+    ADMM_JAX_RECIPE="ARMS=$arm STEPS=${STEPS:-600} DATA=$DATA experiments/train_general_prior_init_ab.sh $*" \
     admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" \
         --out "${OUT_PREFIX}_$arm" --architecture unet --width 0.25 --loss psnr --lr 2e-4 \
         --batch 10 --steps "${STEPS:-600}" --operator-mix families+paper --rho-rule learned \

@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/general_natural}
 DATA=${DATA:-local_data/bsds.npz}
+ADMM_JAX_RECIPE="DATA=$DATA experiments/train_general_prior_natural.sh $*" \
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
     --architecture unet --width 0.25 --loss psnr --lr 2e-4 --batch 10 --steps 3000 \
     --operator-mix families+paper --rho-rule learned \

@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/general_paper}
 DATA=${DATA:-../shared/data/utkface}
+ADMM_JAX_RECIPE="DATA=$DATA experiments/train_general_prior_stage2.sh $*" \
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
     --architecture unet --width 0.25 --loss psnr --lr 1e-4 --batch 10 --steps 1500 \
     --operator-mix families+paper --rho-rule learned \

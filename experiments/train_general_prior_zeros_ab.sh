@@ -15,6 +15,7 @@ INIT=${INIT:-results/weights/bsds_general_long_unet_w0.25}
 train_arm() {  # name, mix, extra arguments
     local name=$1 mix=$2
     shift 2
+    ADMM_JAX_RECIPE="ARMS=$name DATA=$DATA INIT=$INIT experiments/train_general_prior_zeros_ab.sh $*" \
     admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" \
         --out "runs/zeros_ab_$name" --architecture unet --width 0.25 --loss psnr --lr 1e-4 \
         --batch 10 --steps 600 --operator-mix "$mix" --rho-rule learned --init-weights "$INIT" \

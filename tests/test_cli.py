@@ -265,3 +265,40 @@ def test_an_unexpected_exception_is_one_line_naming_it(tmp_path, capsys, monkeyp
     out = tmp_path / "eval"
     _refused(capsys, ["evaluate", "--data", str(pack), "--out", str(out), "--no-progress"],
              out, "unexpected RuntimeError: something inside broke (a bug: rerun with --debug")
+
+
+def test_train_records_its_command_and_each_resume_and_export_carries_it(tmp_path, pack,
+                                                                          monkeypatch):
+    """``provenance.jsonl``: one record per call (start step, command line, the calling
+    script's recipe); ``export_weights.py`` copies it next to the weights, and
+    ``export_pretrained.py`` reads the command from it instead of guessing."""
+    import importlib.util
+    import json
+
+    run, args = tmp_path / "run", ["train", "--architecture", "unet", "--width", "0.0625",
+                                   "--batch", "2", "--iters", "2", "--val-every", "0",
+                                   "--data", str(pack), "--out", str(tmp_path / "run"),
+                                   "--no-progress"]
+    monkeypatch.setenv("ADMM_JAX_RECIPE", "DATA=tiny experiments/some_recipe.sh")
+    assert main([*args, "--steps", "1"]) == 0
+    monkeypatch.delenv("ADMM_JAX_RECIPE")
+    assert main([*args, "--steps", "2", "--resume"]) == 0
+    records = [json.loads(line) for line in (run / "provenance.jsonl").read_text().splitlines()]
+    assert [r["start_step"] for r in records] == [0, 1]
+    assert records[0]["argv"] == ["admm-jax", *args, "--steps", "1"]
+    assert records[1]["argv"][-1] == "--resume"
+    assert [r["recipe"] for r in records] == ["DATA=tiny experiments/some_recipe.sh", None]
+
+    dst = tmp_path / "exported"
+    res = subprocess.run([sys.executable, str(ROOT / "experiments" / "export_weights.py"),
+                          str(run / "params"), str(dst), "--dtype", "float32"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (dst / "provenance.jsonl").read_text() == (run / "provenance.jsonl").read_text()
+    spec = importlib.util.spec_from_file_location(
+        "export_pretrained", ROOT / "experiments" / "export_pretrained.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    assert export._recorded_command(dst) == (
+        "DATA=tiny experiments/some_recipe.sh (" + " ".join(records[0]["argv"]) + ")")
+    assert export._recorded_command(tmp_path) is None  # runs from before the record

@@ -7,6 +7,9 @@ Output folder layout (``out_dir``)::
     metrics.csv          the same, flat
     validation.jsonl     periodic validation PSNR per problem (T unrolled iterations), or
                          denoising PSNR at σ = 0.05, 0.1, 0.2 for ``objective="denoise"``
+    provenance.jsonl     one record per call that trained in this folder (first call and each
+                         resume): the step it started at and how it was invoked (``admm-jax
+                         train`` records its command line and the calling script, if any)
     checkpoints/<step>/  orbax checkpoints (last ``keep_checkpoints``)
     params/              final parameters (orbax, loadable by ``load_prior``)
 
@@ -209,6 +212,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
           progress: bool = True, stop_after: int | None = None,
           time_budget_s: float | None = None,
           callback: Callable[[int, TrainState], None] | None = None,
+          provenance: dict[str, Any] | None = None,
           log: Callable[[str], None] = print) -> dict:
     """Train DU-ADMM and return a summary dict.
 
@@ -224,6 +228,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
         first step that ends this many wall-clock seconds after this call started training
         (compilation included) — to give several methods the same training time.
       callback: called as ``callback(step, state)`` after every step (after any checkpoint).
+      provenance: how this run was invoked (JSON-serialisable; e.g. the command line), appended
+        to ``out_dir/provenance.jsonl`` with the step this call starts at, so that a committed
+        run names the command that made it (a resumed run gets one record per call).
     """
     from admm_jax.data import BatchIterator, prefetch
 
@@ -258,6 +265,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
             data = BatchIterator.from_state(train_images, meta["data"], augment=cfg.augment)
             start = int(meta["step"])
             log(f"resumed from step {start} ({out / 'checkpoints' / str(start)})")
+    if provenance is not None:
+        append_jsonl(out / "provenance.jsonl", {"start_step": start, **provenance})
 
     validator = (make_validator(val_images[: cfg.val_images], problems, prior_fn, cfg)
                  if val_images is not None and len(val_images) else None)
