@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/general_long}
 DATA=${DATA:-../shared/data/utkface}
 INIT=${INIT:-results/weights/utkface_general_paper_unet_w0.25}
+ADMM_JAX_RECIPE="DATA=$DATA INIT=$INIT experiments/train_general_prior_long.sh $*" \
 admm-jax train --data "$DATA" --cache-dir "${CACHE_DIR:-/tmp/cache}" --out "$OUT" \
     --architecture unet --width 0.25 --loss psnr --lr 1e-4 --batch 10 --steps 800 \
     --iters 32 --rho-period 8 --loss-every 8 --operator-mix families+paper --rho-rule learned \
