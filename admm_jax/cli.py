@@ -353,13 +353,14 @@ def _add_train_parser(sub) -> None:
                         "-mean per-sample PSNR, so easy problems are not traded for hard ones)")
     t.add_argument("--operator-mix", default=None,
                    choices=["problems", "families", "families+paper", "families+paper+zeros",
-                            "families+paper+cfa+aniso"],
+                            "families+paper+cfa+aniso", "families+paper+bi"],
                    help="'problems' (the paper: a mix of --problems), 'families' (randomised "
                         "operator families, admm_jax.families; batch 10), 'families+paper' "
                         "(the same with the paper's PID/BI/SI masks added to the mask group) "
-                        "'families+paper+zeros' (and box and defocus blurs in the blur group) or "
+                        "'families+paper+zeros' (and box and defocus blurs in the blur group), "
                         "'families+paper+cfa+aniso' (random colour filter arrays and "
-                        "elliptical blurs instead)")
+                        "elliptical blurs instead) or 'families+paper+bi' (the paper's centred "
+                        "block twice as often as in 'families+paper')")
     t.add_argument("--objective", default=None, choices=["unrolled", "denoise"],
                    help="'unrolled' (DU-ADMM, the paper) or 'denoise' (NOT the paper: the prior "
                         "alone as a blind Gaussian denoiser, sigma ~ U[0, 0.2], for PnP-ADMM, "

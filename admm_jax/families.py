@@ -434,6 +434,9 @@ class FamilyMix:
 #: "families+paper+cfa+aniso": "families+paper" with random colour filter arrays in the mask
 #: group (weight 2: 0.8 samples per batch on average) and elliptical Gaussian blurs as half of the
 #: blur group: the nearest training relatives of the held-out demosaicing and motion blur.
+#: "families+paper+bi": "families+paper" with the centred block six times as likely as any other
+#: mask family (two exact BI samples per batch on average instead of one): for a prior whose
+#: start never learnt the paper's 19-px hole (the Gaussian denoiser, RESULTS.md section 7.0e).
 FAMILY_MIXES: dict[str, FamilyMix] = {
     "families": FamilyMix(),
     "families+paper": FamilyMix(families=DEFAULT_FAMILIES + ("paper_pid", "paper_bi", "paper_si"),
@@ -446,6 +449,9 @@ FAMILY_MIXES: dict[str, FamilyMix] = {
         families=DEFAULT_FAMILIES + ("paper_pid", "paper_bi", "paper_si", "random_cfa",
                                      "aniso_blur"),
         weights=(("paper_bi", 2.0), ("random_cfa", 2.0))),
+    "families+paper+bi": FamilyMix(
+        families=DEFAULT_FAMILIES + ("paper_pid", "paper_bi", "paper_si"),
+        weights=(("paper_bi", 6.0),)),
 }
 
 

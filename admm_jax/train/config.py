@@ -37,7 +37,7 @@ RELEASED = "released"
 LOSSES = ("mse", "psnr")
 ARCHITECTURES = ("paper", "unet")
 OPERATOR_MIXES = ("problems", "families", "families+paper", "families+paper+zeros",
-                  "families+paper+cfa+aniso")
+                  "families+paper+cfa+aniso", "families+paper+bi")
 RHO_RULES = ("fixed", "learned")
 OBJECTIVES = ("unrolled", "denoise")
 #: the denoise objective draws the noise std per sample from U[0, DENOISE_SIGMA_MAX]
@@ -68,7 +68,8 @@ class TrainConfig:
     problem_probs: tuple[float, ...] | None = None
     per_sample_problems: bool = True
     # "problems": the mix of ``problems`` above (the paper); "families" / "families+paper" /
-    # "families+paper+zeros" / "families+paper+cfa+aniso": randomised operator families (admm_jax.families.FAMILY_MIXES;
+    # "families+paper+zeros" / "families+paper+cfa+aniso" / "families+paper+bi": randomised
+    # operator families (admm_jax.families.FAMILY_MIXES;
     # batch_size must be their 10 slots). Not in the paper.
     operator_mix: str = "problems"
     # "fixed": each problem's ρ (0.3 for families); "learned": a per-iteration schedule
