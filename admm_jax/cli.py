@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{cfg.steps} steps ({cfg.preset} preset)")
     train(cfg, train_images, val_images, args.out, resume=args.resume,
           overwrite=args.overwrite, progress=not args.no_progress,
-          provenance=_provenance(args.command_line))
+          provenance=_provenance(getattr(args, "command_line", ["admm-jax", *sys.argv[1:]])))
     print(f"outputs: {Path(args.out).absolute()}")
     return 0
 

@@ -102,9 +102,10 @@ def _recorded_command(src: Path) -> str | None:
     script's recipe and the full ``admm-jax train`` command line. None for runs that predate the
     record."""
     log = src / "provenance.jsonl"
-    if not log.exists():
+    lines = log.read_text().splitlines() if log.exists() else []
+    if not lines:
         return None
-    first = json.loads(log.read_text().splitlines()[0])
+    first = json.loads(lines[0])
     argv = " ".join(first["argv"])
     return f"{first['recipe']} ({argv})" if first.get("recipe") else argv
 

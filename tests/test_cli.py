@@ -302,3 +302,5 @@ def test_train_records_its_command_and_each_resume_and_export_carries_it(tmp_pat
     assert export._recorded_command(dst) == (
         "DATA=tiny experiments/some_recipe.sh (" + " ".join(records[0]["argv"]) + ")")
     assert export._recorded_command(tmp_path) is None  # runs from before the record
+    (tmp_path / "provenance.jsonl").write_text("")
+    assert export._recorded_command(tmp_path) is None

@@ -258,13 +258,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
     start = 0
     if resume:
-        if ckpt.latest_step() is None:
-            log(f"--resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
-        else:
-            state, meta = ckpt.restore(state)
-            data = BatchIterator.from_state(train_images, meta["data"], augment=cfg.augment)
-            start = int(meta["step"])
-            log(f"resumed from step {start} ({out / 'checkpoints' / str(start)})")
+        state, data, start = _resume_point(ckpt, state, data, train_images, cfg, log)
     if provenance is not None:
         append_jsonl(out / "provenance.jsonl", {"start_step": start, **provenance})
 
@@ -292,6 +286,21 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     return {"out_dir": str(out), "step": run.end, "compile_s": run.compile_s,
             "final_loss": float(run.last_metrics["loss"]) if run.end > start else None,
             "params": run.state.params}
+
+
+def _resume_point(ckpt: Checkpointer, state: TrainState, data, train_images: np.ndarray,
+                  cfg: TrainConfig, log: Callable[[str], None]) -> tuple[TrainState, Any, int]:
+    """(state, batch iterator, step) to continue from: the latest checkpoint's, or the fresh
+    ones at step 0 when the folder has no checkpoint yet."""
+    from admm_jax.data import BatchIterator
+
+    if ckpt.latest_step() is None:
+        log(f"--resume: no checkpoint in {ckpt.directory}; starting from step 0")
+        return state, data, 0
+    state, meta = ckpt.restore(state)
+    start = int(meta["step"])
+    log(f"resumed from step {start} ({ckpt.directory / str(start)})")
+    return state, BatchIterator.from_state(train_images, meta["data"], augment=cfg.augment), start
 
 
 def _write_config(out: Path, cfg: TrainConfig, resume: bool) -> None:
