@@ -331,3 +331,40 @@ def test_a_learned_rho_rule_in_the_metadata_drives_solve_and_restore(tmp_path):
         prior.rho_schedule(-0.1)
     with pytest.raises(ValueError, match="no learned rho rule"):
         src.rho_schedule(0.1)
+
+
+@pytest.mark.parametrize("name, rule", [("general_natural", "cycle"), ("natural", "restart")])
+def test_trained_prior_from_a_training_folder_equals_the_prior_exported_from_it(name, rule):
+    """``aj.trained_prior(folder)`` rebuilds a prior from the folder ``admm-jax train`` wrote:
+    the same network parameters, rho (learned schedule or per-problem training rho) and solves
+    as the shipped prior that experiments/export_pretrained.py exported from that folder."""
+    shipped = aj.pretrained(name)
+    folder = ROOT / shipped.metadata["exported"]["from"]
+    if not folder.exists():
+        pytest.skip("the committed training folders are in the repository, not in a wheel")
+    mine = aj.trained_prior(folder, long_run_rule=rule)
+    for a, b in zip(jax.tree_util.tree_leaves(mine.params),
+                    jax.tree_util.tree_leaves(shipped.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert mine.num_iters == shipped.num_iters and mine.long_run_rule == shipped.long_run_rule
+    x = jnp.asarray(bundled_dataset("test", n=2), jnp.float32) / 255
+    if shipped.rho_rule is not None:
+        np.testing.assert_array_equal(mine.rho_schedule(0.01), shipped.rho_schedule(0.01))
+        op, y = aj.measure_family("motion_blur", jax.random.PRNGKey(0), x, noise_std=0.01)
+        kw = {"sigma": 0.01, "num_iters": 2 * shipped.num_iters}  # two blocks: the rule matters
+    else:
+        assert {p: mine.rho[p] for p in ("pid", "bi", "si", "sr")} == {
+            p: shipped.rho[p] for p in ("pid", "bi", "si", "sr")}
+        op, y = aj.measure(aj.get_problem("bi"), jax.random.PRNGKey(0), x)
+        kw = {"problem": "bi"}
+    np.testing.assert_array_equal(np.asarray(mine.solve(op, y, **kw)),
+                                  np.asarray(shipped.solve(op, y, **kw)))
+
+
+def test_trained_prior_bad_folder_and_rule(tmp_path):
+    with pytest.raises(ValueError, match="not a folder"):
+        aj.trained_prior(tmp_path / "missing")
+    with pytest.raises(ValueError, match="holds no config.json"):
+        aj.trained_prior(tmp_path)
+    with pytest.raises(ValueError, match="long_run_rule must be 'restart' or 'cycle', got 'hold'"):
+        aj.trained_prior(tmp_path, long_run_rule="hold")

@@ -310,3 +310,49 @@ def pretrained(name: str = "natural") -> PretrainedPrior:
                          f"{', '.join(names) or '(none installed)'}")
     d = _weights_dir()
     return load_pretrained_files(d / f"{name}.npz", d / f"{name}.json", name)
+
+
+def trained_prior(path: Any, *, long_run_rule: str = "restart",
+                  name: str | None = None) -> PretrainedPrior:
+    """A prior you trained with ``admm-jax train``, as a :class:`PretrainedPrior` (with
+    ``solve``), straight from its folder: the run folder, its ``params/``, or a copy made by
+    ``experiments/export_weights.py``. An unfinished run gives its latest checkpoint.
+
+    A run trained with ``--rho-rule learned`` keeps its learned ρ_t(σ) schedule: ``solve(op, y,
+    sigma=...)`` needs no ρ, and runs k·P iterations as k blocks of the P-step schedule
+    (``--rho-period``) in the way ``long_run_rule`` says: ``"restart"`` (the scaled dual back to
+    0 at each block; the default where nothing was chosen) or ``"cycle"`` (kept), the rule that
+    ``experiments/general_prior_iterations.py`` chooses for the shipped priors. A fixed-ρ run
+    uses its problems' training ρ (``admm_jax.training_rho``) and 0.3 for any other operator.
+
+    Raises ``ValueError`` naming the folder for a folder that holds no trained prior, and for
+    an unknown ``long_run_rule``.
+    """
+    from pathlib import Path
+
+    from admm_jax.presets import training_rho
+    from admm_jax.train import CheckpointError, load_prior
+
+    if long_run_rule not in ("restart", "cycle"):
+        raise ValueError(f"long_run_rule must be 'restart' or 'cycle', got {long_run_rule!r}")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ValueError(f"trained prior {str(folder)!r}: not a folder (give an 'admm-jax "
+                         f"train' output folder or its params/)")
+    try:
+        apply_fn, params, cfg = load_prior(folder)
+    except CheckpointError as exc:
+        raise ValueError(f"trained prior {str(folder)!r}: {exc}") from exc
+    rule, t = None, cfg.num_iters
+    if cfg.rho_rule == "learned":  # params = {"prior": network, "rho": schedule}
+        rule = {k: jnp.asarray(v, jnp.float32) for k, v in params["rho"].items()}
+        net_fn, params, t = apply_fn, params["prior"], cfg.rho_steps
+        apply_fn = lambda p, x: net_fn({"prior": p}, x)  # noqa: E731
+    meta = {"name": name or folder.name, "architecture": cfg.architecture, "width": cfg.width,
+            "num_iters": t, "training": {"config": json.loads(cfg.to_json()),
+                                         "from": str(folder)},
+            "long_runs": {"rule": long_run_rule}}
+    return PretrainedPrior(
+        name=meta["name"], apply_fn=apply_fn, params=params,
+        rho={p: float(training_rho(p)) for p in cfg.problems}, default_rho=0.3, num_iters=t,
+        metadata=meta, size_multiple=4 if cfg.architecture == "unet" else 64, rho_rule=rule)
