@@ -6,6 +6,7 @@ import csv
 import importlib.resources
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -368,3 +369,7 @@ def test_trained_prior_bad_folder_and_rule(tmp_path):
         aj.trained_prior(tmp_path)
     with pytest.raises(ValueError, match="long_run_rule must be 'restart' or 'cycle', got 'hold'"):
         aj.trained_prior(tmp_path, long_run_rule="hold")
+    (tmp_path / "config.json").write_text(json.dumps({"norm": "batch", "clamp": 1.0}))
+    foreign = re.escape(f"trained prior '{tmp_path}': unknown TrainConfig keys")
+    with pytest.raises(ValueError, match=foreign):
+        aj.trained_prior(tmp_path)  # e.g. a OneNet projector's folder

@@ -341,14 +341,15 @@ def trained_prior(path: Any, *, long_run_rule: str = "restart",
                          f"train' output folder or its params/)")
     try:
         apply_fn, params, cfg = load_prior(folder)
-    except CheckpointError as exc:
+    except (CheckpointError, ValueError) as exc:  # not a DU-ADMM run (e.g. a OneNet projector)
         raise ValueError(f"trained prior {str(folder)!r}: {exc}") from exc
     rule, t = None, cfg.num_iters
     if cfg.rho_rule == "learned":  # params = {"prior": network, "rho": schedule}
         rule = {k: jnp.asarray(v, jnp.float32) for k, v in params["rho"].items()}
         net_fn, params, t = apply_fn, params["prior"], cfg.rho_steps
         apply_fn = lambda p, x: net_fn({"prior": p}, x)  # noqa: E731
-    meta = {"name": name or folder.name, "architecture": cfg.architecture, "width": cfg.width,
+    default_name = folder.parent.name if folder.name == "params" else folder.name
+    meta = {"name": name or default_name, "architecture": cfg.architecture, "width": cfg.width,
             "num_iters": t, "training": {"config": json.loads(cfg.to_json()),
                                          "from": str(folder)},
             "long_runs": {"rule": long_run_rule}}
