@@ -222,8 +222,8 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from admm_jax.pretrained_priors import load_pretrained_files, params_to_arrays
-    from admm_jax.train import load_prior
+    from admm_jax.pretrained_priors import load_pretrained_files, params_to_arrays, trained_prior
+    from admm_jax.train import TrainConfig
 
     dst = ROOT / "admm_jax" / "pretrained_priors" / "weights"
     targets = [dst / f"{args.name}.npz", dst / f"{args.name}.json"]
@@ -231,29 +231,30 @@ def main(argv=None) -> int:
         print(f"error: {targets[0]} exists (use --overwrite)", file=sys.stderr)
         return 2
     args.src = args.src.resolve()
-    apply_fn, params, cfg = load_prior(args.src)
+    # the network, its rho (learned schedule: network and schedule split) and T of one block,
+    # as the library loads a training folder
+    trained = trained_prior(args.src)
+    apply_fn, params = trained.apply_fn, trained.params
+    cfg = TrainConfig.from_dict(trained.metadata["training"]["config"])
     if cfg.architecture != "unet":
         print("error: only U-Net priors work at any image size; this is "
               f"{cfg.architecture!r}", file=sys.stderr)
         return 2
     problems = ("pid", "bi", "si", "sr")
     rule = None
-    if cfg.rho_rule == "learned":  # the schedule goes to the JSON, the network to the .npz
+    if trained.rho_rule is not None:  # the schedule goes to the JSON, the network to the .npz
         from admm_jax.rho_rules import PARAM_SCALE, SIGMA_FLOOR, SIGMA_REF
 
-        rule = {k: np.asarray(v, np.float32).tolist() for k, v in params["rho"].items()}
+        rule = {k: np.asarray(v, np.float32).tolist() for k, v in trained.rho_rule.items()}
         rule["formula"] = (f"rho_t(sigma) = exp({PARAM_SCALE:g}*log_rho[t] + {PARAM_SCALE:g}*"
                            f"slope[t]*log((sigma+{SIGMA_FLOOR})/({SIGMA_REF}+{SIGMA_FLOOR})))")
-        net_fn = apply_fn
-        params = params["prior"]
-        apply_fn = lambda p, x: net_fn({"prior": p}, x)  # noqa: E731
     meta = {
         "name": args.name, "architecture": "unet", "width": cfg.width, "levels": 3, "blocks": 1,
         "num_params": int(sum(np.size(a) for a in jax.tree_util.tree_leaves(params))),
         # T of one block: a learned schedule's length (a prior trained at k*P iterations with a
         # P-step schedule runs P-iteration blocks; solve(num_iters=k*P) repeats them)
-        "num_iters": cfg.rho_steps if cfg.rho_rule == "learned" else cfg.num_iters,
-        "rho": {"pid": 0.3, "bi": 0.2, "si": 0.3, "sr": 0.5}, "default_rho": 0.3,
+        "num_iters": trained.num_iters,
+        "rho": {p: trained.rho[p] for p in problems}, "default_rho": trained.default_rho,
         "label": f"{cfg.method_name}, {DATASETS[args.name]['name']}",
         "training_data": DATASETS[args.name],
         "training": training_record(args.src, cfg) | {"problems": list(problems),

@@ -349,8 +349,13 @@ def test_trained_prior_from_a_training_folder_equals_the_prior_exported_from_it(
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert mine.num_iters == shipped.num_iters and mine.long_run_rule == shipped.long_run_rule
     x = jnp.asarray(bundled_dataset("test", n=2), jnp.float32) / 255
+    # parameters are read from files: equal bit for bit; what is computed from them goes
+    # through two separately traced programs, so it is compared to float32 rounding (outputs in
+    # [0, 1] after 16 iterations: 1e-4 is far above reordering noise and far below what a wrong
+    # setting does: the other long-run rule moves pixels by 6e-3, sigma 0.012 for 0.01 by 1e-2)
     if shipped.rho_rule is not None:
-        np.testing.assert_array_equal(mine.rho_schedule(0.01), shipped.rho_schedule(0.01))
+        np.testing.assert_allclose(mine.rho_schedule(0.01), shipped.rho_schedule(0.01),
+                                   rtol=1e-6)
         op, y = aj.measure_family("motion_blur", jax.random.PRNGKey(0), x, noise_std=0.01)
         kw = {"sigma": 0.01, "num_iters": 2 * shipped.num_iters}  # two blocks: the rule matters
     else:
@@ -358,8 +363,8 @@ def test_trained_prior_from_a_training_folder_equals_the_prior_exported_from_it(
             p: shipped.rho[p] for p in ("pid", "bi", "si", "sr")}
         op, y = aj.measure(aj.get_problem("bi"), jax.random.PRNGKey(0), x)
         kw = {"problem": "bi"}
-    np.testing.assert_array_equal(np.asarray(mine.solve(op, y, **kw)),
-                                  np.asarray(shipped.solve(op, y, **kw)))
+    np.testing.assert_allclose(np.asarray(mine.solve(op, y, **kw)),
+                               np.asarray(shipped.solve(op, y, **kw)), rtol=0, atol=1e-4)
 
 
 def test_trained_prior_bad_folder_and_rule(tmp_path):
