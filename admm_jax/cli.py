@@ -86,8 +86,13 @@ def _train_split(spec: str) -> str:
 
 
 # --------------------------------------------------------------------------- train
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The command line as typed (set by :func:`main`; ``sys.argv`` when called otherwise)."""
+    return getattr(args, "command_line", ["admm-jax", *sys.argv[1:]])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    from admm_jax.train import preset, train
+    from admm_jax.train import preset, provenance_record, train
     from admm_jax.train.loop import check_output_dir
 
     if args.distributed:  # multi-host: coordinator etc. from the environment (see JAX docs)
@@ -127,21 +132,9 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{cfg.steps} steps ({cfg.preset} preset)")
     train(cfg, train_images, val_images, args.out, resume=args.resume,
           overwrite=args.overwrite, progress=not args.no_progress,
-          provenance=_provenance(getattr(args, "command_line", ["admm-jax", *sys.argv[1:]])))
+          provenance=provenance_record(_command_line(args)))
     print(f"outputs: {Path(args.out).absolute()}")
     return 0
-
-
-def _provenance(command_line: list[str]) -> dict:
-    """How this ``admm-jax train`` was invoked, for the run's ``provenance.jsonl``: the command
-    line, and the recipe a script in ``experiments/`` names in ``ADMM_JAX_RECIPE`` (the script
-    with the environment variables that choose its arms, data and starting weights)."""
-    import datetime
-    import os
-
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "argv": command_line,
-            "recipe": os.environ.get("ADMM_JAX_RECIPE") or None}
 
 
 # --------------------------------------------------------------------------- onenet

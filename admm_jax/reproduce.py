@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def _load_images(data: str, split: str, n: int | None, cache_dir: str | None,
 
 
 def _train_du_admm(p: ReproducePreset, train_images, val_images, out: Path,
-                   progress: bool) -> dict:
+                   progress: bool, provenance: dict | None) -> dict:
     from admm_jax.train import preset, train
 
     if (out / "params" / "config.json").exists():
@@ -104,7 +105,7 @@ def _train_du_admm(p: ReproducePreset, train_images, val_images, out: Path,
     print(f"[1/3] training {cfg.method_name} (width {p.du_width}, {budget}, batch "
           f"{p.du_batch}, T=8, per-sample mixed PID/BI/SI/SR, {p.du_loss} loss)")
     return train(cfg, train_images, val_images[: cfg.val_images], out, resume=out.exists(),
-                 progress=progress, time_budget_s=p.train_budget_s)
+                 progress=progress, time_budget_s=p.train_budget_s, provenance=provenance)
 
 
 def _train_onenet(p: ReproducePreset, train_images, out: Path, progress: bool) -> dict:
@@ -135,7 +136,8 @@ def _steps_done(run: Path) -> int | None:
 def run(preset: str = "quick", data: str = "bundled", out: str | Path = "outputs/reproduce", *,
         dataset: str | None = None, cache_dir: str | None = None,
         max_train_images: int | None = None, problems: tuple[str, ...] = PAPER_PROBLEMS,
-        resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+        resume: bool = False, overwrite: bool = False, progress: bool = True,
+        command_line: list[str] | None = None) -> dict:
     """The main job: train DU-ADMM and OneNet, evaluate them, wavelet-ℓ1 and the shipped
     pretrained prior on the same held-out images, write everything to ``out`` and return the
     summary (also ``out/summary.json``).
@@ -144,11 +146,13 @@ def run(preset: str = "quick", data: str = "bundled", out: str | Path = "outputs
     an ``.npz`` or a ``tfds:`` name. ``dataset``: "faces" or "natural" (SR test-time T and
     which shipped prior is evaluated; default natural for the bundled photos, faces
     otherwise). ``problems``: the problems of the table (training always mixes the paper's
-    four). ``resume``: skip finished stages, continue the interrupted one.
+    four). ``resume``: skip finished stages, continue the interrupted one. ``command_line``:
+    recorded in ``out/du_admm/provenance.jsonl`` (see :func:`admm_jax.train.train`); the CLI
+    passes the command as typed.
     """
     from admm_jax.evaluate import EvalConfig, markdown_table, run_evaluation
     from admm_jax.pretrained_priors import pretrained
-    from admm_jax.train import prepare_output_dir
+    from admm_jax.train import prepare_output_dir, provenance_record
 
     if preset not in PRESETS:
         raise ValueError(f"unknown reproduce preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -172,7 +176,8 @@ def run(preset: str = "quick", data: str = "bundled", out: str | Path = "outputs
           f"images from {data!r}; output folder {outp.absolute()}")
 
     t0 = time.perf_counter()
-    _train_du_admm(p, train_images, test_images, outp / "du_admm", progress)
+    _train_du_admm(p, train_images, test_images, outp / "du_admm", progress,
+                   None if command_line is None else provenance_record(command_line))
     timings["du_admm_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     _train_onenet(p, train_images, outp / "onenet", progress)
@@ -232,5 +237,6 @@ def run_reproduce(args: argparse.Namespace) -> int:
     """CLI adapter: ``admm-jax reproduce`` arguments → :func:`run`."""
     run(args.preset, args.data, args.out, dataset=args.dataset, cache_dir=args.cache_dir,
         max_train_images=args.max_train_images, resume=args.resume, overwrite=args.overwrite,
-        progress=not args.no_progress)
+        progress=not args.no_progress,
+        command_line=getattr(args, "command_line", ["admm-jax", *sys.argv[1:]]))
     return 0

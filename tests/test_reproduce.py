@@ -23,7 +23,9 @@ def tiny_preset(monkeypatch):
 def test_run_gives_each_learned_method_the_same_time_and_adds_the_shipped_prior(
         tmp_path, tiny_preset):
     out = tmp_path / "job"
-    summary = reproduce.run("tiny", "bundled", out, problems=("bi",), progress=False)
+    command = ["admm-jax", "reproduce", "--preset", "tiny", "--out", str(out)]
+    summary = reproduce.run("tiny", "bundled", out, problems=("bi",), progress=False,
+                            command_line=command)
     # each trainer stopped on the budget, not on its step cap, and still wrote final weights
     for run, cap in (("du_admm", tiny_preset.du_steps), ("onenet", tiny_preset.onenet_steps)):
         assert 1 <= summary["steps"][run] < cap
@@ -36,6 +38,10 @@ def test_run_gives_each_learned_method_the_same_time_and_adds_the_shipped_prior(
     saved = json.loads((out / "summary.json").read_text())
     assert saved["steps"] == summary["steps"]
     assert summary["caption"] in (out / "evaluation" / "table.md").read_text()
+    # the DU-ADMM run names the command that made it, like an ``admm-jax train`` run
+    (record,) = [json.loads(line) for line in
+                 (out / "du_admm" / "provenance.jsonl").read_text().splitlines()]
+    assert record["argv"] == command and record["start_step"] == 0
 
 
 def test_run_validates_before_writing(tmp_path):

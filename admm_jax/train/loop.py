@@ -207,6 +207,19 @@ def _validation_rho(params: Any, problem: Problem, batch: int, learned: bool,
     return rho_for_batch(params["rho"], problem.noise_std, batch, num_iters)
 
 
+def provenance_record(command_line: list[str]) -> dict[str, Any]:
+    """How a training run was invoked, for its ``provenance.jsonl`` (see :func:`train`): the UTC
+    date, the command line, and the recipe a script in ``experiments/`` names in the environment
+    variable ``ADMM_JAX_RECIPE`` (the script with the variables that choose its arms, data and
+    starting weights; None when unset)."""
+    import datetime
+    import os
+
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "argv": list(command_line),
+            "recipe": os.environ.get("ADMM_JAX_RECIPE") or None}
+
+
 def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | None,
           out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, stop_after: int | None = None,
