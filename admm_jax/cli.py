@@ -192,7 +192,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from admm_jax.reproduce import run_reproduce
 
-    return run_reproduce(args)
+    return run_reproduce(args, _command_line(args))
 
 
 # --------------------------------------------------------------------------- solve

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,10 +232,10 @@ def _caption(p: ReproducePreset, steps: dict, shipped) -> str:
             f"evaluated here on the same images with the same protocol.")
 
 
-def run_reproduce(args: argparse.Namespace) -> int:
-    """CLI adapter: ``admm-jax reproduce`` arguments → :func:`run`."""
+def run_reproduce(args: argparse.Namespace, command_line: list[str] | None = None) -> int:
+    """CLI adapter: ``admm-jax reproduce`` arguments (and the command as typed, recorded with
+    the DU-ADMM run) → :func:`run`."""
     run(args.preset, args.data, args.out, dataset=args.dataset, cache_dir=args.cache_dir,
         max_train_images=args.max_train_images, resume=args.resume, overwrite=args.overwrite,
-        progress=not args.no_progress,
-        command_line=getattr(args, "command_line", ["admm-jax", *sys.argv[1:]]))
+        progress=not args.no_progress, command_line=command_line)
     return 0

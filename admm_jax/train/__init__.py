@@ -17,7 +17,7 @@ from admm_jax.train.step import (
 
 __all__ = [
     "Checkpointer", "CheckpointError", "TrainConfig", "preset", "OutputExistsError", "Validator",
-    "load_prior", "prepare_output_dir", "provenance_record", "train", "make_optimizer", "TrainState",
-    "check_batch_divides", "du_admm_loss", "init_train_state", "make_mesh", "make_train_step",
-    "shard_batch",
+    "load_prior", "prepare_output_dir", "provenance_record", "train", "make_optimizer",
+    "TrainState", "check_batch_divides", "du_admm_loss", "init_train_state", "make_mesh",
+    "make_train_step", "shard_batch",
 ]
