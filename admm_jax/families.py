@@ -435,9 +435,9 @@ class FamilyMix:
 #: group (weight 2: 0.8 samples per batch on average) and elliptical Gaussian blurs as half of the
 #: blur group: the nearest training relatives of the held-out demosaicing and motion blur.
 #: "families+paper+bi": "families+paper" with the centred block six times as likely as any other
-#: mask family (two exact BI samples per batch on average instead of one), tried as a repair
-#: stage for a prior whose start never learnt the paper's 19-px hole (the Gaussian denoiser);
-#: it lowered BI instead (RESULTS.md section 7.0e).
+#: mask family (two exact BI samples per batch on average instead of one), for a prior whose
+#: start never learnt the paper's 19-px hole (the Gaussian denoiser): as a repair stage it
+#: lowered BI, used from the start it raised BI by only 0.1 dB (RESULTS.md section 7.0e).
 FAMILY_MIXES: dict[str, FamilyMix] = {
     "families": FamilyMix(),
     "families+paper": FamilyMix(families=DEFAULT_FAMILIES + ("paper_pid", "paper_bi", "paper_si"),

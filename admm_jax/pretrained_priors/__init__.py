@@ -241,6 +241,12 @@ def _fill_template(template: Any, arrays: Mapping[str, np.ndarray], where: str) 
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+def _size_multiple(architecture: str, levels: int = 3) -> int:
+    """What an image side must be divisible by for the raw network: 2^(levels−1) for the U-Net
+    (its poolings), 64 for the paper's network (a dense bottleneck: 64×64 images only)."""
+    return 2 ** (levels - 1) if architecture == "unet" else 64
+
+
 def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
     """The untrained network of ``meta`` as (apply_fn, template params, size multiple)."""
     from flax import nnx
@@ -252,16 +258,14 @@ def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
         levels = int(meta.get("levels", 3))
         model = unet_prior(width=float(meta["width"]), levels=levels,
                            blocks=int(meta.get("blocks", 1)), rngs=nnx.Rngs(0))
-        multiple = 2 ** (levels - 1)
     elif arch == "paper":
         model = du_admm_prior(width=float(meta["width"]), rngs=nnx.Rngs(0),
                               residual=bool(meta.get("residual", False)),
                               gated=bool(meta.get("gated", False)))
-        multiple = 64  # dense bottleneck: 64x64 images only (checked by the network)
     else:
         raise ValueError(f"unknown architecture {arch!r} in pretrained metadata")
     apply_fn, template = make_prior_fn(model)
-    return apply_fn, template, multiple
+    return apply_fn, template, _size_multiple(arch, int(meta.get("levels", 3)))
 
 
 def load_pretrained_files(npz_path: Any, json_path: Any, name: str | None = None
@@ -323,7 +327,8 @@ def trained_prior(path: Any, *, long_run_rule: str = "restart",
     (``--rho-period``) in the way ``long_run_rule`` says: ``"restart"`` (the scaled dual back to
     0 at each block; the default where nothing was chosen) or ``"cycle"`` (kept), the rule that
     ``experiments/general_prior_iterations.py`` chooses for the shipped priors. A fixed-ρ run
-    uses its problems' training ρ (``admm_jax.training_rho``) and 0.3 for any other operator.
+    uses its problems' training ρ (``admm_jax.training_rho``) and, for any other operator, the
+    fixed ρ of family-mix training (0.3).
 
     Raises ``ValueError`` naming the folder for a folder that holds no trained prior, and for
     an unknown ``long_run_rule``.
@@ -332,6 +337,7 @@ def trained_prior(path: Any, *, long_run_rule: str = "restart",
 
     from admm_jax.presets import training_rho
     from admm_jax.train import CheckpointError, load_prior
+    from admm_jax.train.step import FAMILY_MIX_RHO
 
     if long_run_rule not in ("restart", "cycle"):
         raise ValueError(f"long_run_rule must be 'restart' or 'cycle', got {long_run_rule!r}")
@@ -355,5 +361,6 @@ def trained_prior(path: Any, *, long_run_rule: str = "restart",
             "long_runs": {"rule": long_run_rule}}
     return PretrainedPrior(
         name=meta["name"], apply_fn=apply_fn, params=params,
-        rho={p: float(training_rho(p)) for p in cfg.problems}, default_rho=0.3, num_iters=t,
-        metadata=meta, size_multiple=4 if cfg.architecture == "unet" else 64, rho_rule=rule)
+        rho={p: float(training_rho(p)) for p in cfg.problems}, default_rho=FAMILY_MIX_RHO,
+        num_iters=t, metadata=meta, size_multiple=_size_multiple(cfg.architecture),
+        rho_rule=rule)

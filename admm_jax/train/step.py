@@ -40,6 +40,10 @@ class TrainState(NamedTuple):
     opt_state: Any
 
 
+#: ρ of every sample of a family-mix batch when the ρ rule is fixed (not learned)
+FAMILY_MIX_RHO = 0.3
+
+
 def make_mesh(devices: list | None = None) -> Mesh:
     """A 1-D mesh over ``devices`` (default: all devices, all hosts) with axis ``"data"``."""
     devices = jax.devices() if devices is None else devices
@@ -123,7 +127,7 @@ def _measure_batch(params: Any, images: Array, key: Array, problems: tuple[Probl
     if cfg.operator_mix in FAMILY_MIXES:
         batch = sample_family_batch(FAMILY_MIXES[cfg.operator_mix], key, images)
         op, y, sigma, index = batch.op, batch.y, batch.sigma, batch.family
-        rho = jnp.full((images.shape[0],), 0.3, images.dtype)
+        rho = jnp.full((images.shape[0],), FAMILY_MIX_RHO, images.dtype)
     else:
         op, y, index = measure_mixed(problems, key, images, probs=cfg.problem_probs,
                                      per_sample=cfg.per_sample_problems)
