@@ -38,14 +38,16 @@ DATASETS = {
                    "Arbelaez et al., TPAMI 33(5), 2011",
     },
     "general": {
-        "name": "UTKFace part 1 (train split), then operator families",
-        "detail": "the 'faces' prior (8,175 UTKFace faces, 64x64) fine-tuned on the same faces "
-                  "in three stages, learning a rho_t(sigma) rule, noise sigma ~ U[0, 0.1]: "
-                  "1,500 steps on nine randomised operator families (mix 'families', "
-                  "experiments/train_general_prior.sh), then 1,500 steps on the same families "
-                  "plus the paper's PID/BI/SI masks (mix 'families+paper', "
-                  "experiments/train_general_prior_stage2.sh), then 800 steps on that mix at "
-                  "T = 32, the 8-step schedule cycled, loss over every block end "
+        "name": "UTKFace part 1 (train split): a denoiser, the paper's problems, then operator "
+                "families",
+        "detail": "the U-Net Gaussian denoiser of the PnP baseline (8,175 UTKFace faces, "
+                  "64x64, experiments/train_denoiser.sh) trained on the same faces in three "
+                  "stages (experiments/train_general_prior_dnspec.sh): 1,500 steps as a DU-ADMM "
+                  "prior on the paper's PID/BI/SI/SR mix (fixed per-problem rho), then, "
+                  "learning a rho_t(sigma) rule with noise sigma ~ U[0, 0.1], 1,800 steps on "
+                  "nine randomised operator families plus the paper's PID/BI/SI masks (mix "
+                  "'families+paper'), then 800 steps on that mix at T = 32, the 8-step "
+                  "schedule cycled, loss over every block end "
                   "(experiments/train_general_prior_long.sh); admm_jax.families.FAMILY_MIXES",
         "licence": "UTKFace: non-commercial research use only, copyright stays with the image "
                    "owners; cite Zhang, Song, Qi, CVPR 2017",

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The faces general prior started from the plug-and-play denoiser WITH a specialised stage
-# (issue #12; a probe, RESULTS.md section 7.0e). The denoiser start (train_general_prior_init_ab.sh,
+# The shipped faces general prior, aj.pretrained("general") since 2026-12-02 (issue #12,
+# RESULTS.md section 7.0f): the plug-and-play denoiser WITH a specialised stage. The denoiser
+# start without it (train_general_prior_init_ab.sh,
 # arm "denoiser") closed most of the held-out gaps but lost ~1 dB of block inpainting (BI) against
 # the shipped `general`, whose lineage began with 3,000 steps on the paper's four problems alone.
 # This script gives the denoiser start that missing stage, then the same two stages as before:
@@ -10,8 +11,12 @@
 #   2. family "families+paper" mix, learned rho_t(sigma) rule (fresh schedule), T = 8, lr 2e-4,
 #             batch 10 (the init_ab recipe)
 #   3. long   experiments/train_general_prior_long.sh from stage 2 (T = 32, lr 1e-4, 800 steps)
-# Resumable: rerun with --resume (every stage resumes; a finished stage is a no-op).
+# Resumable: rerun with --resume (every stage resumes; a finished one runs no steps and only
+# rewrites its final weights, the same values, and appends a provenance record).
 # OUT_PREFIX (default runs/dnspec) names the folders <prefix>_paper, <prefix>_family, <prefix>_long.
+# Measured 2026-12-02 on the project's 2-core AMD EPYC (family 26): 11 + 17 + 34 min. Then
+# export_weights.py each stage, general_prior_eval.py, general_prior_iterations.py and
+# export_pretrained.py as in RESULTS.md section 7.0f.
 #   usage: [STEPS_PAPER=1500] [STEPS_FAMILY=1800] experiments/train_general_prior_dnspec.sh [--resume]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = ("faces", "general", "general_natural", "natural")
 # the family-trained priors: their fine-tuning stages' operator mixes (first stage first) and
 # the long-run rule and iteration count chosen on training images (RESULTS.md §7.0, §7.0b)
-GENERAL_STAGES = {"general": ["families", "families+paper", "families+paper"],
+GENERAL_STAGES = {"general": ["families+paper"] * 2,  # RESULTS.md section 7.0f
                   "general_natural": ["families+paper"] * 2}
 GENERAL_LONG_RUNS = {"general": ("cycle", 48), "general_natural": ("cycle", 48)}
 # PSNRs are recomputed through 8 float32 unrolled iterations of a 167k-parameter network; other

@@ -152,7 +152,7 @@ class PretrainedPrior:
         the scaled dual u restarts from 0 at each block is the prior's :attr:`long_run_rule`
         (:meth:`restart_every`), chosen with the iteration count on training faces. On
         operators beyond the paper's problems k = 6 (48 iterations, metadata ``long_runs``) was
-        that choice for the shipped general prior (RESULTS.md §7.0)."""
+        that choice for the shipped general prior (RESULTS.md §7.0f)."""
         from admm_jax.admm import unrolled_admm
 
         t = self.num_iters if num_iters is None else num_iters
@@ -303,8 +303,9 @@ def pretrained(name: str = "natural") -> PretrainedPrior:
     ``"faces"``: the same architecture trained on UTKFace faces; ``"general"`` and
     ``"general_natural"`` (where installed): priors trained as unrolled ADMM on randomised
     operator families with a learned ρ_t(σ) rule, for operators of your own
-    (``prior.solve(op, y, sigma=...)``): ``general`` is the faces prior fine-tuned on faces,
-    ``general_natural`` the PnP Gaussian denoiser fine-tuned on BSDS500 photos.
+    (``prior.solve(op, y, sigma=...)``): ``general`` is the PnP Gaussian denoiser trained on
+    faces (first on the paper's four problems, then on the families), ``general_natural`` the
+    same denoiser fine-tuned on BSDS500 photos.
     :func:`pretrained_names` lists what this installation has. Raises ``ValueError`` naming
     the available priors for an unknown name.
     """
