@@ -161,6 +161,28 @@ def _stages(src: Path, cfg) -> list[dict]:
     return chain[::-1]
 
 
+def _start(first_stage: dict) -> dict | None:
+    """The weights the first family-trained stage started from (a DU-ADMM prior trained on the
+    paper's problems, or the PnP denoiser): folder, objective, mix, steps, its own start and
+    command, so that the shipped metadata names the whole lineage. None if not recorded."""
+    from admm_jax.train.config import TrainConfig
+
+    stage_dir = ROOT / first_stage["weights"]
+    cfg = TrainConfig.from_dict(json.loads((stage_dir / "config.json").read_text()))
+    src = ROOT / cfg.init_weights if cfg.init_weights else None
+    if src is None or not (src / "config.json").exists():
+        return None
+    start = TrainConfig.from_dict(json.loads((src / "config.json").read_text()))
+    rows = list(open(src / "metrics.csv")) if (src / "metrics.csv").exists() else []
+    return {"weights": cfg.init_weights, "objective": start.objective,
+            "operator_mix": start.operator_mix,
+            "steps": int(rows[-1].split(",")[0]) if len(rows) > 1 else None,
+            "init_weights": start.init_weights,
+            "command": _recorded_command(src) or (  # the denoiser predates provenance.jsonl
+                "experiments/train_denoiser.sh (admm-jax train --objective denoise ...)"
+                if start.objective == "denoise" else None)}
+
+
 def calibrate_deblur_rho(prior) -> dict:
     import jax
     import numpy as np
@@ -277,6 +299,7 @@ def main(argv=None) -> int:
         meta["training"]["problems"] = "operator families (admm_jax.families)"
         meta["training"]["command"] = _family_command(cfg, args.src)
         meta["training"]["stages"] = _stages(args.src, cfg)
+        meta["training"]["start"] = _start(meta["training"]["stages"][0])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "w.npz", **params_to_arrays(params))

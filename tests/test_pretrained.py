@@ -32,6 +32,8 @@ NAMES = ("faces", "general", "general_natural", "natural")
 GENERAL_STAGES = {"general": ["families+paper"] * 2,  # RESULTS.md section 7.0f
                   "general_natural": ["families+paper"] * 2}
 GENERAL_LONG_RUNS = {"general": ("cycle", 48), "general_natural": ("cycle", 48)}
+GENERAL_STARTS = {"general": ("unrolled", "problems", 1500),
+                  "general_natural": ("denoise", "problems", 7000)}
 # PSNRs are recomputed through 8 float32 unrolled iterations of a 167k-parameter network; other
 # CPUs (vector width, thread count) round differently, which moves a PSNR by ~1e-4 dB. 0.02 dB
 # is far above that and far below any change of the weights or the solver that matters.
@@ -77,6 +79,18 @@ def test_shipped_priors_are_listed_and_described():
             for stage in md["training"]["stages"]:
                 if (ROOT / "results").exists():
                     assert (ROOT / stage["weights"] / "metrics.csv").exists()
+            # the weights the first stage started from: both begin at the PnP denoiser, which
+            # `general` first trained 1,500 steps on the paper's problems (RESULTS.md §7.0f)
+            start = md["training"]["start"]
+            assert (start["objective"], start["operator_mix"], start["steps"]) \
+                == GENERAL_STARTS[name]
+            if name == "general":
+                assert start["init_weights"] == "results/weights/utkface_denoiser_unet_w0.25"
+                assert "train_general_prior_dnspec.sh" in start["command"]
+            else:
+                assert "train_denoiser.sh" in start["command"]
+            if (ROOT / "results").exists():
+                assert (ROOT / start["weights"] / "metrics.csv").exists()
         log = ROOT / md["training"]["log"]
         if log.parent.exists():  # the repository (not an installed wheel): the log is committed
             assert log.exists()
