@@ -136,6 +136,12 @@ def _family_command(cfg, src: Path) -> str:
             f"--iters {cfg.num_iters} ...)")
 
 
+def _last_step(src: Path) -> int | None:
+    """The last logged training step of the run in ``src`` (its ``metrics.csv``), or None."""
+    rows = list(open(src / "metrics.csv")) if (src / "metrics.csv").exists() else []
+    return int(rows[-1].split(",")[0]) if len(rows) > 1 else None
+
+
 def _stages(src: Path, cfg) -> list[dict]:
     """The chain of fine-tuning runs behind a family-trained prior, first stage first: each
     run's mix, steps and log, followed through ``init_weights`` while it points at another
@@ -144,13 +150,11 @@ def _stages(src: Path, cfg) -> list[dict]:
 
     chain = []
     while True:
-        rows = list(open(src / "metrics.csv")) if (src / "metrics.csv").exists() else []
         chain.append({"weights": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
                       "operator_mix": cfg.operator_mix, "learning_rate": cfg.learning_rate,
                       "unrolled_iters": cfg.num_iters, "rho_period": cfg.rho_steps,
                       "loss_every": cfg.loss_every,
-                      "steps": int(rows[-1].split(",")[0]) if len(rows) > 1 else None,
-                      "command": _family_command(cfg, src)})
+                      "steps": _last_step(src), "command": _family_command(cfg, src)})
         nxt = ROOT / cfg.init_weights if cfg.init_weights else None
         if nxt is None or not (nxt / "config.json").exists():
             break
@@ -173,10 +177,8 @@ def _start(first_stage: dict) -> dict | None:
     if src is None or not (src / "config.json").exists():
         return None
     start = TrainConfig.from_dict(json.loads((src / "config.json").read_text()))
-    rows = list(open(src / "metrics.csv")) if (src / "metrics.csv").exists() else []
     return {"weights": cfg.init_weights, "objective": start.objective,
-            "operator_mix": start.operator_mix,
-            "steps": int(rows[-1].split(",")[0]) if len(rows) > 1 else None,
+            "operator_mix": start.operator_mix, "steps": _last_step(src),
             "init_weights": start.init_weights,
             "command": _recorded_command(src) or (  # the denoiser predates provenance.jsonl
                 "experiments/train_denoiser.sh (admm-jax train --objective denoise ...)"
