@@ -80,15 +80,11 @@ REF_PROBLEMS = ("pid", "bi", "si", "sr", "deblur")
 
 
 def training_record(src: Path, cfg) -> dict:
-    import csv
-
-    rows = list(csv.DictReader(open(src / "metrics.csv"))) if (src / "metrics.csv").exists() \
-        else []
     val = [json.loads(line) for line in open(src / "validation.jsonl")] \
         if (src / "validation.jsonl").exists() else []
     return {
         "config": json.loads(cfg.to_json()),
-        "steps": int(rows[-1]["step"]) if rows else None,
+        "steps": _last_step(src),
         "final_validation_psnr": next((v for v in reversed(val) if v["kind"] == "du_admm"), None),
         "pinv_start_validation_psnr": next((v for v in val if v["kind"] == "pinv_start"), None),
         "log": str(src.relative_to(ROOT) / "metrics.csv") if src.is_relative_to(ROOT) else None,
@@ -142,10 +138,12 @@ def _last_step(src: Path) -> int | None:
     return int(rows[-1].split(",")[0]) if len(rows) > 1 else None
 
 
-def _stages(src: Path, cfg) -> list[dict]:
-    """The chain of fine-tuning runs behind a family-trained prior, first stage first: each
-    run's mix, steps and log, followed through ``init_weights`` while it points at another
-    family-trained run (the first run starts from a prior trained on the paper's problems)."""
+def _lineage(src: Path, cfg) -> tuple[list[dict], dict | None]:
+    """The chain of fine-tuning runs behind a family-trained prior, first stage first (each
+    run's mix, steps and log), followed through ``init_weights`` while it points at another
+    family-trained run; and the weights that chain started from (a DU-ADMM prior trained on
+    the paper's problems, or the PnP denoiser: folder, objective, mix, steps, its own start
+    and command), or None where the first stage names no committed start."""
     from admm_jax.train.config import TrainConfig
 
     chain = []
@@ -157,32 +155,18 @@ def _stages(src: Path, cfg) -> list[dict]:
                       "steps": _last_step(src), "command": _family_command(cfg, src)})
         nxt = ROOT / cfg.init_weights if cfg.init_weights else None
         if nxt is None or not (nxt / "config.json").exists():
-            break
+            return chain[::-1], None
         prev = TrainConfig.from_dict(json.loads((nxt / "config.json").read_text()))
         if prev.operator_mix == "problems":
             break
         src, cfg = nxt, prev
-    return chain[::-1]
-
-
-def _start(first_stage: dict) -> dict | None:
-    """The weights the first family-trained stage started from (a DU-ADMM prior trained on the
-    paper's problems, or the PnP denoiser): folder, objective, mix, steps, its own start and
-    command, so that the shipped metadata names the whole lineage. None if not recorded."""
-    from admm_jax.train.config import TrainConfig
-
-    stage_dir = ROOT / first_stage["weights"]
-    cfg = TrainConfig.from_dict(json.loads((stage_dir / "config.json").read_text()))
-    src = ROOT / cfg.init_weights if cfg.init_weights else None
-    if src is None or not (src / "config.json").exists():
-        return None
-    start = TrainConfig.from_dict(json.loads((src / "config.json").read_text()))
-    return {"weights": cfg.init_weights, "objective": start.objective,
-            "operator_mix": start.operator_mix, "steps": _last_step(src),
-            "init_weights": start.init_weights,
-            "command": _recorded_command(src) or (  # the denoiser predates provenance.jsonl
-                "experiments/train_denoiser.sh (admm-jax train --objective denoise ...)"
-                if start.objective == "denoise" else None)}
+    start = {"weights": cfg.init_weights, "objective": prev.objective,
+             "operator_mix": prev.operator_mix, "steps": _last_step(nxt),
+             "init_weights": prev.init_weights,
+             "command": _recorded_command(nxt) or (  # the denoiser predates provenance.jsonl
+                 "experiments/train_denoiser.sh (admm-jax train --objective denoise ...)"
+                 if prev.objective == "denoise" else None)}
+    return chain[::-1], start
 
 
 def calibrate_deblur_rho(prior) -> dict:
@@ -300,8 +284,7 @@ def main(argv=None) -> int:
                                  "chosen_on": choice["on"], "from": args.long_runs}
         meta["training"]["problems"] = "operator families (admm_jax.families)"
         meta["training"]["command"] = _family_command(cfg, args.src)
-        meta["training"]["stages"] = _stages(args.src, cfg)
-        meta["training"]["start"] = _start(meta["training"]["stages"][0])
+        meta["training"]["stages"], meta["training"]["start"] = _lineage(args.src, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         np.savez(tmp / "w.npz", **params_to_arrays(params))
