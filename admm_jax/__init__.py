@@ -84,7 +84,7 @@ __version__ = "0.1.0"
 _LAZY = {"data", "train", "evaluate", "baselines", "priors", "reproduce", "cli", "restore"}
 _LAZY_NAMES = {
     "du_admm_prior": "priors", "onenet_projector": "priors", "make_prior_fn": "priors",
-    "count_params": "priors", "unet_prior": "priors",
+    "count_params": "priors", "unet_prior": "priors", "self_ensemble": "priors",
     "pretrained": "pretrained_priors", "pretrained_names": "pretrained_priors",
     "PretrainedPrior": "pretrained_priors", "trained_prior": "pretrained_priors",
 }
@@ -114,6 +114,7 @@ __all__ = [
     "training_rho",
     "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",
     "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params", "unet_prior",
+    "self_ensemble",
     "pretrained", "pretrained_names", "PretrainedPrior", "trained_prior",
     "OperatorGroups", "FamilyMix", "TRAINING_FAMILIES", "HELD_OUT_FAMILIES", "get_family",
     "measure_family", "sample_family_batch", "init_rho_rule", "rho_schedule",

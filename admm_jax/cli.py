@@ -204,7 +204,7 @@ def cmd_solve(args: argparse.Namespace) -> int:
         args.problem, noise_std=args.noise, scale=args.scale, blur_sigma=args.blur_sigma,
         kernel=None if args.kernel is None else read_kernel(args.kernel),
         mask=None if args.mask is None else read_mask(args.mask))
-    prior = pretrained(args.prior)
+    prior = pretrained(args.prior, ensemble=args.ensemble)
     grey = True if args.grey else None
     records = restore_files(args.inputs, args.out, deg, prior=prior,
                             simulate_first=args.simulate, grey=grey, rho=args.rho,
@@ -257,6 +257,10 @@ def _add_solve_parser(sub) -> None:
                    help="unrolled iterations (default: the T the prior was trained with; "
                         "the general prior takes multiples of its T = 8, run as blocks of its "
                         "schedule: 32 is recommended for operators beyond the paper's problems)")
+    s.add_argument("--ensemble", default="none", choices=["none", "hflip", "dihedral"],
+                   help="test-time self-ensemble of the prior: run it on mirrored (hflip, 2x "
+                        "the time) or mirrored and rotated (dihedral, 8x) copies and average "
+                        "(none)")
     s.add_argument("--grey", action="store_true",
                    help="treat every input as greyscale (greyscale files are detected anyway)")
     s.add_argument("--seed", type=int, default=0, help="seed of the simulated masks and noise")

@@ -1,11 +1,12 @@
-"""Priors: the DU-ADMM prior / OneNet projector, OneNet discriminators and their layers, and a
-small residual U-Net prior (not in the paper).
+"""Priors: the DU-ADMM prior / OneNet projector, OneNet discriminators and their layers, a
+small residual U-Net prior (not in the paper); and the test-time self-ensemble of any prox.
 
 Networks work in the [−1, 1] image domain; :func:`make_prior_fn` wraps a projector as a pure
 function of ``(params, image in [0, 1])`` for the ADMM solver.
 """
 
 from admm_jax.priors.conv import conv2d, flax_conv_general_dilated
+from admm_jax.priors.ensemble import ENSEMBLES, self_ensemble
 from admm_jax.priors.functional import (
     count_params,
     from_network_domain,
@@ -49,6 +50,8 @@ __all__ = [
     "du_admm_prior", "onenet_projector", "onenet_discriminators",
     "scale_channels", "PRIOR_PARAM_COUNT",
     "ResidualUNet", "unet_prior",
+    # test-time self-ensemble
+    "self_ensemble", "ENSEMBLES",
     # bridge
     "make_prior_fn", "count_params", "to_network_domain", "from_network_domain",
     # layers
