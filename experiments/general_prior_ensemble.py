@@ -30,7 +30,6 @@ project's 2-core CPU.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -44,11 +43,11 @@ PAPER = ("pid", "bi", "si", "sr")
 
 
 def _eval_module():
-    path = Path(__file__).resolve().parent / "general_prior_eval.py"
-    spec = importlib.util.spec_from_file_location("general_prior_eval", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """experiments/general_prior_eval.py, imported from this script's folder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import general_prior_eval
+
+    return general_prior_eval
 
 
 def _solvers(prior, denoise, tuned: dict, name: str, sigma: float, t_long: int, ens: str):

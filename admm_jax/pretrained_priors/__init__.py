@@ -338,7 +338,8 @@ def pretrained(name: str = "natural", *, ensemble: str = "none") -> PretrainedPr
 
     ``ensemble``: ``"none"`` (default), ``"hflip"`` or ``"dihedral"``: the prox averaged over
     mirrored (and rotated) copies of its input (:attr:`PretrainedPrior.ensemble`; 2× or 8× the
-    network's cost per iteration; +0.1–0.4 dB with the general priors, RESULTS.md §7.0g).
+    network's cost per iteration; with the general priors +0.05–0.45 dB on most operators:
+    ``"hflip"`` for faces, ``"dihedral"`` for photos, RESULTS.md §7.0g).
 
     Raises ``ValueError`` naming the available priors for an unknown name, and the allowed
     groups for an unknown ``ensemble``. Loaded once per process (cached).

@@ -1,7 +1,8 @@
 """Test-time self-ensembling of a prox: average it over flips and rotations of its input.
 
-A learned prior is not exactly equivariant to mirroring or rotating the image, although the
-images it was trained on are statistically (nearly) invariant to them. Averaging
+A learned prior is not exactly equivariant to mirroring or rotating the image, although faces
+and photos are nearly mirror-symmetric in distribution (and photos of texture nearly
+rotation-symmetric). Averaging
 ``T⁻¹(prox(T(v)))`` over a group of such transforms T gives a prox that *is* equivariant and,
 as an average of several estimates, usually a little more accurate (the "self-ensemble" of
 image-restoration networks). Inside ADMM it replaces the prox at every iteration; the data
@@ -11,8 +12,9 @@ evaluation per transform.
 Groups (``transforms``):
 
 * ``"none"``: the prox itself (1 evaluation);
-* ``"hflip"``: the identity and the left-right mirror (2 evaluations): the natural choice for
-  faces and photographs, whose statistics are mirror-symmetric but not upside-down symmetric;
+* ``"hflip"``: the identity and the left-right mirror (2 evaluations): the safe choice for
+  faces and photographs, whose statistics are mirror-symmetric but not upside-down symmetric
+  (on faces the other six members of ``"dihedral"`` cost 2.3 dB of block inpainting);
 * ``"dihedral"``: the 8 symmetries of the square (rotations by 0/90/180/270° with and without
   the mirror; 8 evaluations). Non-square images are fine: a 90° rotation swaps height and
   width on the way in and back on the way out, so the prox must accept both shapes (the
