@@ -55,12 +55,12 @@ def _solvers(prior, denoise, tuned: dict, name: str, sigma: float, t_long: int, 
     import admm_jax as aj
     from admm_jax.baselines.pnp import pnp_admm
 
-    t = 8 if name in PAPER or name == "deblur" else t_long
+    t = prior.num_iters if name in PAPER or name == "deblur" else t_long
     rho = prior.default_rho_for(None, sigma, t)
     restart = prior.restart_every(t)
     out = {"general": (t, jax.jit(lambda op, y: aj.unrolled_admm(
         prior, op, y, rho, t, restart_every=restart, validate=False)))}
-    if denoise is not None and name in tuned and name not in PAPER:
+    if name in tuned and name not in PAPER:
         den = aj.self_ensemble(lambda v, _r: denoise(v), ens)
         s = tuned[name]
         out["pnp"] = (int(s["iters"]), jax.jit(lambda op, y: pnp_admm(
