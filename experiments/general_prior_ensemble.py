@@ -92,7 +92,11 @@ def main(argv=None) -> int:
     from admm_jax.priors.ensemble import check_ensemble
     from admm_jax.train.loop import load_prior
 
-    ensembles = ["none"] + [check_ensemble(e) for e in args.ensembles.split(",") if e]
+    try:  # bad names: one line before anything is read or written
+        ensembles = ["none"] + [check_ensemble(e) for e in args.ensembles.split(",") if e]
+        first = aj.pretrained(args.prior)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
     out = Path(args.out)
     res_path = out / "results.json"
     if res_path.exists() and not args.resume:
@@ -103,7 +107,6 @@ def main(argv=None) -> int:
     tuned = json.loads(Path(args.pnp_tuning).read_text())
     d_fn, d_params, _ = load_prior(args.denoiser)
     denoise = lambda v: d_fn(d_params, v)  # noqa: E731
-    first = aj.pretrained(args.prior)
     if first.rho_rule is None:
         raise SystemExit(f"error: prior {args.prior!r} has no learned rho rule")
     if "num_iters" not in first.metadata.get("long_runs", {}):
