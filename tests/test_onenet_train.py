@@ -7,6 +7,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from admm_jax.baselines import OneNetConfig, load_projector, pretrain_onenet
 
@@ -41,9 +42,53 @@ def test_pretrain_two_steps_clamps_and_saves(tmp_path):
     assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
 
 
-# ------------------------------------------------------------------- virtual batch norm (VBN)
+def test_step_losses_equal_separate_network_calls():
+    """The step calls each network once on stacked batches ([x; v] through the projector,
+    [x; P(x); P(v)] through the image discriminator, [E(x); E(v)] through the latent one).
+    Its logged losses equal the original's separate calls, assembled here by hand: the
+    generator terms at the initial weights, the discriminator loss at the updated projector
+    and the initial discriminators (the step updates G first)."""
+    from flax import nnx
 
-import pytest  # noqa: E402
+    from admm_jax.baselines.onenet_losses import (onenet_discriminator_loss,
+                                                  onenet_projector_loss)
+    from admm_jax.baselines.onenet_noise import onenet_noise
+    from admm_jax.baselines.onenet_train import build_models, make_pretrain_step
+
+    cfg = OneNetConfig(width=1 / 16, steps=2, batch_size=2, clamp=1e-3)  # as above
+    splits, _ = build_models(cfg)
+    step, init = make_pretrain_step(cfg, splits)
+    params0 = tuple(s[1] for s in splits)
+    images01 = jax.random.uniform(jax.random.PRNGKey(5), (2, 64, 64, 3))
+    key = jax.random.PRNGKey(6)
+    state1, metrics = step(init(jax.tree.map(jnp.copy, params0)), images01, key)
+
+    @jax.jit
+    def reference(params, projector_after):
+        proj, d_img, d_lat = (nnx.merge(g, p, r) for (g, _, r), p in zip(splits, params))
+        noisy01, _ = onenet_noise(jax.random.fold_in(key, 0), images01)
+        x, v = 2.0 * images01 - 1.0, 2.0 * noisy01 - 1.0
+        logit = lambda f, h: f(h).reshape(-1)  # noqa: E731
+        px, pv = proj(x), proj(v)
+        _, terms = onenet_projector_loss(
+            x=x, v=v, proj_x=px, proj_v=pv, d_proj_x=logit(d_img, px),
+            d_proj_v=logit(d_img, pv), dl_latent_v=logit(d_lat, proj.encode(v)),
+            return_terms=True)
+        proj = nnx.merge(splits[0][0], projector_after, splits[0][2])
+        px, pv = proj(x), proj(v)
+        d = onenet_discriminator_loss(
+            d_x=logit(d_img, x), d_proj_x=logit(d_img, px), d_proj_v=logit(d_img, pv),
+            dl_latent_x=logit(d_lat, proj.encode(x)), dl_latent_v=logit(d_lat, proj.encode(v)))
+        return terms, d
+
+    terms, d = reference(params0, state1.params[0])
+    # float32 networks on batches of another size: rounding only (seen: <= 3e-7 relative)
+    for name, value in terms.items():
+        assert float(metrics[f"g_{name}"]) == pytest.approx(float(value), rel=2e-5), name
+    assert float(metrics["d_loss"]) == pytest.approx(float(d), rel=2e-5)
+
+
+# ------------------------------------------------------------------- virtual batch norm (VBN)
 
 _VBN_CFG = OneNetConfig(width=1 / 16, norm="virtual_batch", n_reference=3, steps=2,
                         batch_size=2, log_every=1, checkpoint_every=1000, val_images=2)

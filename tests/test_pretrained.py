@@ -409,3 +409,56 @@ def test_trained_prior_bad_folder_and_rule(tmp_path):
     foreign = re.escape(f"trained prior '{tmp_path}': unknown TrainConfig keys")
     with pytest.raises(ValueError, match=foreign):
         aj.trained_prior(tmp_path)  # e.g. a OneNet projector's folder
+
+
+# ------------------------------------------------------------- loading builds shapes only
+
+def _is_abstract(tree) -> bool:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return bool(leaves) and all(isinstance(a, jax.ShapeDtypeStruct) for a in leaves)
+
+
+@pytest.mark.parametrize("architecture,rho_rule", [("unet", "learned"), ("paper", "fixed")])
+def test_abstract_template_matches_the_initialised_prior(architecture, rho_rule):
+    """Loaders build the network with ``nnx.eval_shape`` (no random initializer runs or
+    compiles): the template has exactly the initialised prior's structure, shapes and dtypes,
+    and restoring saved weights into it gives them back bit for bit."""
+    from admm_jax.train.config import preset
+    from admm_jax.train.loop import build_prior
+
+    cfg = preset("paper", architecture=architecture, width=1 / 16, rho_rule=rho_rule)
+    _, concrete = build_prior(cfg)
+    _, template = build_prior(cfg, abstract=True)
+    assert _is_abstract(template) and not _is_abstract(concrete)
+    assert (jax.tree_util.tree_structure(template)
+            == jax.tree_util.tree_structure(concrete))
+    for t, c in zip(jax.tree_util.tree_leaves(template), jax.tree_util.tree_leaves(concrete)):
+        assert (t.shape, t.dtype) == (c.shape, c.dtype)
+
+
+def test_loaded_prior_equals_the_saved_one_through_the_abstract_template(tmp_path):
+    from admm_jax.train.config import preset
+    from admm_jax.train.loop import build_prior, load_prior, save_params
+
+    cfg = preset("paper", architecture="unet", width=1 / 16, rho_rule="learned")
+    prior_fn, params = build_prior(cfg, seed=3)
+    save_params(tmp_path / "params", params, cfg)
+    loaded_fn, loaded, loaded_cfg = load_prior(tmp_path / "params")
+    assert loaded_cfg == cfg and not _is_abstract(loaded)
+    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(loaded)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x = jnp.asarray(bundled_dataset("test", n=1), jnp.float32) / 255
+    np.testing.assert_array_equal(np.asarray(jax.jit(prior_fn)(params, x)),
+                                  np.asarray(jax.jit(loaded_fn)(loaded, x)))
+
+
+def test_an_abstract_model_with_unset_state_is_refused():
+    from flax import nnx
+
+    from admm_jax.priors import make_prior_fn, onenet_projector
+
+    # a model whose non-parameter state (here VBN statistics) has no values cannot be used
+    abstract_vbn = nnx.eval_shape(lambda: onenet_projector(width=1 / 16, rngs=nnx.Rngs(0),
+                                                           norm="virtual_batch"))
+    with pytest.raises(ValueError, match="abstract .* non-parameter state"):
+        make_prior_fn(abstract_vbn)

@@ -162,13 +162,19 @@ def build_models(cfg: OneNetConfig):
     """Projector and both discriminators, split into (graphdef, params, rest) triples."""
     from flax import nnx
 
-    from admm_jax.priors import onenet_discriminators, onenet_projector
+    from admm_jax.priors import onenet_discriminators
 
     rngs = nnx.Rngs(cfg.seed)
-    dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
-    proj = onenet_projector(width=cfg.width, rngs=rngs, norm=cfg.norm, compute_dtype=dtype)
+    proj = _projector(cfg, rngs)
     d_img, d_lat = onenet_discriminators(width=cfg.width, rngs=rngs)
     return [nnx.split(m, nnx.Param, ...) for m in (proj, d_img, d_lat)], proj
+
+
+def _projector(cfg: OneNetConfig, rngs):
+    from admm_jax.priors import onenet_projector
+
+    dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
+    return onenet_projector(width=cfg.width, rngs=rngs, norm=cfg.norm, compute_dtype=dtype)
 
 
 def _caller(split, method: str | None = None):
@@ -190,45 +196,52 @@ def make_pretrain_step(cfg: OneNetConfig, splits, weights: OneNetLossWeights = O
     in the [−1, 1] domain (:func:`draw_reference_batch`); every projector call of both losses
     appends it (``ProjectionNetwork.project(x, reference)``) and drops it from the outputs.
     """
-    proj, encode = _caller(splits[0]), _caller(splits[0], "encode")
     project = _caller(splits[0], "project")
     d_img, d_lat = _caller(splits[1]), _caller(splits[2])
     tx_g, tx_d = onenet_optimizers(cfg.learning_rate)
     vbn = cfg.norm == "virtual_batch"
 
-    def logits(f, p, x):
-        return f(p, x).reshape(x.shape[0], -1)[:, 0]
+    def logits(f, p, *xs):
+        """Logits of ``f`` for each batch in ``xs``, from one call on their concatenation.
+
+        The discriminators normalise each image on its own (instance norm), so one call on
+        the stacked batches gives each row the same logit as separate calls, while the
+        compiled step holds one copy of the network instead of one per call (XLA compile
+        time of the quick preset's step 53-55 s -> 34 s on a slow 2-core CPU; BENCHMARKS.md,
+        "Loading a prior and compiling the OneNet step")."""
+        out = f(p, jnp.concatenate(xs, axis=0)).reshape(-1)
+        return jnp.split(out, len(xs)) if len(xs) > 1 else out
+
+    def project_both(pp, x, v, reference=None):
+        """``(P(x), P(v), E(x), E(v))``. With instance norm the projector is per image, so
+        x and v go through it as one batch; with VBN each pass shares its normalisation
+        statistics across its instances (and the reference batch), so x and v keep their
+        own passes, as in the original."""
+        if reference is None:
+            p_xv, e_xv = project(pp, jnp.concatenate([x, v], axis=0))
+            (px, pv), (lx, lv) = jnp.split(p_xv, 2), jnp.split(e_xv, 2)
+        else:
+            (px, lx), (pv, lv) = project(pp, x, reference), project(pp, v, reference)
+        return px, pv, lx, lv
 
     def g_loss(pp, pd, pl, x, v, reference=None):
-        if reference is None:  # (E(v) traced after the D calls, as always)
-            px, pv = proj(pp, x), proj(pp, v)
-            latent_v = lambda: encode(pp, v)  # noqa: E731
-        else:  # VBN: (P, E) of each batch with the reference batch appended
-            px, _ = project(pp, x, reference)
-            pv, lv = project(pp, v, reference)
-            latent_v = lambda: lv  # noqa: E731
+        px, pv, _, lv = project_both(pp, x, v, reference)
         from admm_jax.baselines.onenet_losses import onenet_projector_loss
 
+        d_px, d_pv = logits(d_img, pd, px, pv)
         loss, terms = onenet_projector_loss(
-            x=x, v=v, proj_x=px, proj_v=pv, d_proj_x=logits(d_img, pd, px),
-            d_proj_v=logits(d_img, pd, pv), dl_latent_v=logits(d_lat, pl, latent_v()),
-            weights=weights, return_terms=True)
+            x=x, v=v, proj_x=px, proj_v=pv, d_proj_x=d_px, d_proj_v=d_pv,
+            dl_latent_v=logits(d_lat, pl, lv), weights=weights, return_terms=True)
         return loss, terms
 
     def d_loss(pd_pl, pp, x, v, reference=None):
         pd, pl = pd_pl
-        if reference is None:
-            px = jax.lax.stop_gradient(proj(pp, x))
-            pv = jax.lax.stop_gradient(proj(pp, v))
-            lx = jax.lax.stop_gradient(encode(pp, x))
-            lv = jax.lax.stop_gradient(encode(pp, v))
-        else:
-            px, lx = jax.lax.stop_gradient(project(pp, x, reference))
-            pv, lv = jax.lax.stop_gradient(project(pp, v, reference))
+        px, pv, lx, lv = jax.lax.stop_gradient(project_both(pp, x, v, reference))
+        d_x, d_px, d_pv = logits(d_img, pd, x, px, pv)
+        dl_x, dl_v = logits(d_lat, pl, lx, lv)
         return onenet_discriminator_loss(
-            d_x=logits(d_img, pd, x), d_proj_x=logits(d_img, pd, px),
-            d_proj_v=logits(d_img, pd, pv), dl_latent_x=logits(d_lat, pl, lx),
-            dl_latent_v=logits(d_lat, pl, lv), weights=weights)
+            d_x=d_x, d_proj_x=d_px, d_proj_v=d_pv, dl_latent_x=dl_x, dl_latent_v=dl_v,
+            weights=weights)
 
     def step(state: OneNetState, images01, base_key, reference=None):
         if vbn != (reference is not None):
@@ -392,11 +405,14 @@ def load_projector(path: str | Path):
     from admm_jax.train.checkpoint import (CheckpointError, read_weights_config,
                                            restore_weights)
 
+    from flax import nnx
+
     cfg = OneNetConfig.from_dict(read_weights_config(path, "OneNet projector"))
-    _, proj = build_models(cfg)
+    # shapes only (nnx.eval_shape): the weights come from the folder, so neither the random
+    # initializers nor the discriminators need to run
+    proj = nnx.eval_shape(lambda: _projector(cfg, nnx.Rngs(cfg.seed)))
     if cfg.norm == "virtual_batch":
         import orbax.checkpoint as ocp
-        from flax import nnx
 
         stats_dir = Path(path).absolute() / _BATCH_STATS_DIR
         if not stats_dir.exists():

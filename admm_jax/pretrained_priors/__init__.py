@@ -269,7 +269,12 @@ def _size_multiple(architecture: str, levels: int = 3) -> int:
 
 
 def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
-    """The untrained network of ``meta`` as (apply_fn, template params, size multiple)."""
+    """The network of ``meta`` as (apply_fn, template params, size multiple).
+
+    Built abstractly (``nnx.eval_shape``): the template has shapes and dtypes only, since the
+    weights come from the file. Running the random initializers instead would compile one
+    program per parameter shape only to overwrite the result (10 s of a 10.4 s load on a slow
+    2-core CPU; BENCHMARKS.md, "Loading a prior and compiling the OneNet step")."""
     from flax import nnx
 
     from admm_jax.priors import du_admm_prior, make_prior_fn, unet_prior
@@ -277,15 +282,16 @@ def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
     arch = meta.get("architecture")
     if arch == "unet":
         levels = int(meta.get("levels", 3))
-        model = unet_prior(width=float(meta["width"]), levels=levels,
-                           blocks=int(meta.get("blocks", 1)), rngs=nnx.Rngs(0))
+        construct = lambda: unet_prior(  # noqa: E731
+            width=float(meta["width"]), levels=levels, blocks=int(meta.get("blocks", 1)),
+            rngs=nnx.Rngs(0))
     elif arch == "paper":
-        model = du_admm_prior(width=float(meta["width"]), rngs=nnx.Rngs(0),
-                              residual=bool(meta.get("residual", False)),
-                              gated=bool(meta.get("gated", False)))
+        construct = lambda: du_admm_prior(  # noqa: E731
+            width=float(meta["width"]), rngs=nnx.Rngs(0),
+            residual=bool(meta.get("residual", False)), gated=bool(meta.get("gated", False)))
     else:
         raise ValueError(f"unknown architecture {arch!r} in pretrained metadata")
-    apply_fn, template = make_prior_fn(model)
+    apply_fn, template = make_prior_fn(nnx.eval_shape(construct))
     return apply_fn, template, _size_multiple(arch, int(meta.get("levels", 3)))
 
 

@@ -38,6 +38,9 @@ def make_prior_fn(model: nnx.Module) -> tuple[Callable[[Any, jax.Array], jax.Arr
     """Split an NNX projector into ``(apply_fn, params)``.
 
     ``params`` is ``nnx.state(model, nnx.Param)`` — a pytree of the trainable weights (float32).
+    ``model`` may be abstract (built by ``nnx.eval_shape``, no initializer run: for loading saved
+    weights), as long as everything but its parameters has values; ``params`` is then a
+    template of ``jax.ShapeDtypeStruct`` leaves.
     Any other state (e.g. stored virtual-batch-norm statistics) is captured as constants at the
     time of the call; call :func:`make_prior_fn` again after changing it.
 
@@ -50,6 +53,11 @@ def make_prior_fn(model: nnx.Module) -> tuple[Callable[[Any, jax.Array], jax.Arr
     if not isinstance(model, nnx.Module):
         raise TypeError(f"make_prior_fn expects an nnx.Module, got {type(model).__name__}")
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if any(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree_util.tree_leaves(rest)):
+        # an nnx.eval_shape model: its parameters may be filled in later, but non-parameter
+        # state (e.g. batch statistics) would be captured as shapes without values
+        raise ValueError("make_prior_fn: the model is abstract (nnx.eval_shape) and has "
+                         "non-parameter state without values; set that state first")
 
     def apply_fn(params, x01: jax.Array) -> jax.Array:
         x01 = jnp.asarray(x01)

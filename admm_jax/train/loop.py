@@ -84,27 +84,36 @@ def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = F
     return out
 
 
-def build_prior(cfg: TrainConfig, seed: int | None = None):
-    """The DU-ADMM prior of ``cfg`` as (apply_fn, params)."""
+def build_prior(cfg: TrainConfig, seed: int | None = None, *, abstract: bool = False):
+    """The DU-ADMM prior of ``cfg`` as (apply_fn, params).
+
+    ``abstract=True``: ``params`` is a template of ``jax.ShapeDtypeStruct`` leaves, built
+    without running (and compiling) the random initializers, for restoring saved weights into.
+    """
     from flax import nnx
 
     from admm_jax.priors import du_admm_prior, make_prior_fn, unet_prior
 
     dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
-    rngs = nnx.Rngs(cfg.seed if seed is None else seed)
-    if cfg.architecture == "unet":
-        model = unet_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype)
-    else:
-        model = du_admm_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype,
-                              residual=cfg.residual, gated=cfg.gated)
-    net_fn, net_params = make_prior_fn(model)
+    seed = cfg.seed if seed is None else seed
+
+    def construct():  # the Rngs made inside: nnx.eval_shape traces this whole function
+        rngs = nnx.Rngs(seed)
+        if cfg.architecture == "unet":
+            return unet_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype)
+        return du_admm_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype,
+                             residual=cfg.residual, gated=cfg.gated)
+
+    net_fn, net_params = make_prior_fn(nnx.eval_shape(construct) if abstract else construct())
     if cfg.rho_rule != "learned":
         return net_fn, net_params
     # the learned ρ schedule travels with the network: params = {"prior": ..., "rho": ...}
     from admm_jax.rho_rules import init_rho_rule
 
-    return (lambda p, v: net_fn(p["prior"], v)), {"prior": net_params,
-                                                   "rho": init_rho_rule(cfg.rho_steps)}
+    rho = init_rho_rule(cfg.rho_steps)
+    if abstract:
+        rho = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), rho)
+    return (lambda p, v: net_fn(p["prior"], v)), {"prior": net_params, "rho": rho}
 
 
 def rho_rule_params(params: Any, cfg: TrainConfig) -> Any | None:
@@ -362,5 +371,5 @@ def load_prior(path: str | Path):
             state, _ = ckpt.restore(template)
         return prior_fn, state.params, cfg
     cfg = TrainConfig.from_dict(read_weights_config(path, "DU-ADMM prior"))
-    prior_fn, template = build_prior(cfg)
+    prior_fn, template = build_prior(cfg, abstract=True)
     return prior_fn, restore_weights(path, template, "DU-ADMM prior"), cfg
