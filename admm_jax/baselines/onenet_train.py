@@ -201,22 +201,19 @@ def make_pretrain_step(cfg: OneNetConfig, splits, weights: OneNetLossWeights = O
     tx_g, tx_d = onenet_optimizers(cfg.learning_rate)
     vbn = cfg.norm == "virtual_batch"
 
+    # Each network is called once on stacked batches: the discriminators (and the projector
+    # with instance norm) normalise each image on its own, so every row gets the value that
+    # separate calls give, and the compiled step holds one copy of each network instead of
+    # one per call (XLA compile of the quick preset's step 53-55 s -> 34 s on a slow 2-core
+    # CPU; BENCHMARKS.md, "Loading a prior and compiling the OneNet step").
     def logits(f, p, *xs):
-        """Logits of ``f`` for each batch in ``xs``, from one call on their concatenation.
-
-        The discriminators normalise each image on its own (instance norm), so one call on
-        the stacked batches gives each row the same logit as separate calls, while the
-        compiled step holds one copy of the network instead of one per call (XLA compile
-        time of the quick preset's step 53-55 s -> 34 s on a slow 2-core CPU; BENCHMARKS.md,
-        "Loading a prior and compiling the OneNet step")."""
+        """Logits of ``f`` for each batch in ``xs``, from one call on their concatenation."""
         out = f(p, jnp.concatenate(xs, axis=0)).reshape(-1)
         return jnp.split(out, len(xs)) if len(xs) > 1 else out
 
     def project_both(pp, x, v, reference=None):
-        """``(P(x), P(v), E(x), E(v))``. With instance norm the projector is per image, so
-        x and v go through it as one batch; with VBN each pass shares its normalisation
-        statistics across its instances (and the reference batch), so x and v keep their
-        own passes, as in the original."""
+        """``(P(x), P(v), E(x), E(v))``; one pass with instance norm, two with VBN (a pass
+        shares its statistics across its instances and the reference batch)."""
         if reference is None:
             p_xv, e_xv = project(pp, jnp.concatenate([x, v], axis=0))
             (px, pv), (lx, lv) = jnp.split(p_xv, 2), jnp.split(e_xv, 2)
@@ -401,11 +398,11 @@ def load_projector(path: str | Path):
     ``projector_fn`` needs no reference batch and every image is processed independently (the
     reference batch itself: :func:`load_reference_batch`).
     """
+    from flax import nnx
+
     from admm_jax.priors import make_prior_fn
     from admm_jax.train.checkpoint import (CheckpointError, read_weights_config,
                                            restore_weights)
-
-    from flax import nnx
 
     cfg = OneNetConfig.from_dict(read_weights_config(path, "OneNet projector"))
     # shapes only (nnx.eval_shape): the weights come from the folder, so neither the random
