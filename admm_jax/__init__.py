@@ -85,6 +85,7 @@ _LAZY = {"data", "train", "evaluate", "baselines", "priors", "reproduce", "cli",
 _LAZY_NAMES = {
     "du_admm_prior": "priors", "onenet_projector": "priors", "make_prior_fn": "priors",
     "count_params": "priors", "unet_prior": "priors", "self_ensemble": "priors",
+    "build_prior_network": "priors",
     "pretrained": "pretrained_priors", "pretrained_names": "pretrained_priors",
     "PretrainedPrior": "pretrained_priors", "trained_prior": "pretrained_priors",
 }
@@ -114,7 +115,7 @@ __all__ = [
     "training_rho",
     "dwt2", "idwt2", "soft_threshold", "wavelet_l1_prox",
     "du_admm_prior", "onenet_projector", "make_prior_fn", "count_params", "unet_prior",
-    "self_ensemble",
+    "self_ensemble", "build_prior_network",
     "pretrained", "pretrained_names", "PretrainedPrior", "trained_prior",
     "OperatorGroups", "FamilyMix", "TRAINING_FAMILIES", "HELD_OUT_FAMILIES", "get_family",
     "measure_family", "sample_family_batch", "init_rho_rule", "rho_schedule",

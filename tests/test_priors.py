@@ -32,6 +32,7 @@ from admm_jax.priors import (
     resize_index_map,
     resize_nearest,
     scale_channels,
+    unet_prior,
 )
 
 TINY = 1 / 16  # channels 4, 8, 16, 32, 64
@@ -640,3 +641,41 @@ def test_unet_prior_rejects_bad_input():
         unet_prior(0.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="levels and blocks"):
         unet_prior(0.25, rngs=nnx.Rngs(0), levels=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# build_prior_network: the one constructor behind training configs, saved metadata, shipped priors
+
+
+@pytest.mark.parametrize("architecture, options, direct", [
+    ("unet", dict(levels=2, blocks=2),
+     lambda rngs: unet_prior(width=TINY, levels=2, blocks=2, rngs=rngs)),
+    ("paper", dict(residual=True, gated=True),
+     lambda rngs: du_admm_prior(width=TINY, residual=True, gated=True, rngs=rngs)),
+])
+def test_build_prior_network_is_the_named_constructor(architecture, options, direct):
+    from admm_jax.priors import build_prior_network
+
+    apply_fn, params = build_prior_network(architecture, width=TINY, seed=3, **options)
+    want_fn, want = make_prior_fn(direct(nnx.Rngs(3)))
+    # same seed, same constructor: the same initial weights, bit for bit, and the same outputs
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params, want)
+    x = jax.random.uniform(jax.random.PRNGKey(0), (1, 64, 64, 3))
+    np.testing.assert_array_equal(np.asarray(apply_fn(params, x)), np.asarray(want_fn(want, x)))
+    # abstract: the same tree of shapes and dtypes, no values
+    _, template = build_prior_network(architecture, width=TINY, seed=3, abstract=True, **options)
+    shapes = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), want)
+    assert jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), template) == shapes
+    assert all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree_util.tree_leaves(template))
+
+
+def test_build_prior_network_refuses_unknown_names_and_foreign_options():
+    from admm_jax.priors import build_prior_network
+
+    with pytest.raises(ValueError, match=r"architecture must be one of \('paper', 'unet'\), "
+                                         r"got 'resnet'"):
+        build_prior_network("resnet", width=TINY)
+    with pytest.raises(ValueError, match="residual=True/gated=False: .* 'paper' architecture"):
+        build_prior_network("unet", width=TINY, residual=True, abstract=True)
+    with pytest.raises(ValueError, match="levels=4/blocks=1: .* 'unet' architecture"):
+        build_prior_network("paper", width=TINY, levels=4, abstract=True)

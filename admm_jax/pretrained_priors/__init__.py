@@ -275,23 +275,17 @@ def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
     weights come from the file. Running the random initializers instead would compile one
     program per parameter shape only to overwrite the result (10 s of a 10.4 s load on a slow
     2-core CPU; BENCHMARKS.md, "Loading a prior and compiling the OneNet step")."""
-    from flax import nnx
-
-    from admm_jax.priors import du_admm_prior, make_prior_fn, unet_prior
+    from admm_jax.priors import PRIOR_ARCHITECTURES, build_prior_network
 
     arch = meta.get("architecture")
-    if arch == "unet":
-        levels = int(meta.get("levels", 3))
-        construct = lambda: unet_prior(  # noqa: E731
-            width=float(meta["width"]), levels=levels, blocks=int(meta.get("blocks", 1)),
-            rngs=nnx.Rngs(0))
-    elif arch == "paper":
-        construct = lambda: du_admm_prior(  # noqa: E731
-            width=float(meta["width"]), rngs=nnx.Rngs(0),
-            residual=bool(meta.get("residual", False)), gated=bool(meta.get("gated", False)))
-    else:
+    if arch not in PRIOR_ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r} in pretrained metadata")
-    apply_fn, template = make_prior_fn(nnx.eval_shape(construct))
+    options = (dict(levels=int(meta.get("levels", 3)), blocks=int(meta.get("blocks", 1)))
+               if arch == "unet" else
+               dict(residual=bool(meta.get("residual", False)),
+                    gated=bool(meta.get("gated", False))))
+    apply_fn, template = build_prior_network(arch, width=float(meta["width"]), abstract=True,
+                                             **options)
     return apply_fn, template, _size_multiple(arch, int(meta.get("levels", 3)))
 
 

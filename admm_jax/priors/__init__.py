@@ -5,6 +5,7 @@ Networks work in the [−1, 1] image domain; :func:`make_prior_fn` wraps a proje
 function of ``(params, image in [0, 1])`` for the ADMM solver.
 """
 
+from admm_jax.priors.build import PRIOR_ARCHITECTURES, build_prior_network
 from admm_jax.priors.conv import conv2d, flax_conv_general_dilated
 from admm_jax.priors.ensemble import ENSEMBLES, self_ensemble
 from admm_jax.priors.functional import (
@@ -50,6 +51,8 @@ __all__ = [
     "du_admm_prior", "onenet_projector", "onenet_discriminators",
     "scale_channels", "PRIOR_PARAM_COUNT",
     "ResidualUNet", "unet_prior",
+    # a network by architecture name (training configs, saved metadata, shipped priors)
+    "build_prior_network", "PRIOR_ARCHITECTURES",
     # test-time self-ensemble
     "self_ensemble", "ENSEMBLES",
     # bridge

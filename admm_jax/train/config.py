@@ -32,10 +32,12 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from admm_jax.priors.build import PRIOR_ARCHITECTURES
+
 PAPER = "paper"
 RELEASED = "released"
 LOSSES = ("mse", "psnr")
-ARCHITECTURES = ("paper", "unet")
+ARCHITECTURES = PRIOR_ARCHITECTURES  # the networks build_prior_network knows
 OPERATOR_MIXES = ("problems", "families", "families+paper", "families+paper+zeros",
                   "families+paper+cfa+aniso", "families+paper+bi")
 RHO_RULES = ("fixed", "learned")

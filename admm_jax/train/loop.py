@@ -90,21 +90,12 @@ def build_prior(cfg: TrainConfig, seed: int | None = None, *, abstract: bool = F
     ``abstract=True``: ``params`` is a template of ``jax.ShapeDtypeStruct`` leaves, built
     without running (and compiling) the random initializers, for restoring saved weights into.
     """
-    from flax import nnx
+    from admm_jax.priors import build_prior_network
 
-    from admm_jax.priors import du_admm_prior, make_prior_fn, unet_prior
-
-    dtype = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
-    seed = cfg.seed if seed is None else seed
-
-    def construct():  # the Rngs made inside: nnx.eval_shape traces this whole function
-        rngs = nnx.Rngs(seed)
-        if cfg.architecture == "unet":
-            return unet_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype)
-        return du_admm_prior(width=cfg.width, rngs=rngs, compute_dtype=dtype,
-                             residual=cfg.residual, gated=cfg.gated)
-
-    net_fn, net_params = make_prior_fn(nnx.eval_shape(construct) if abstract else construct())
+    net_fn, net_params = build_prior_network(
+        cfg.architecture, width=cfg.width, seed=cfg.seed if seed is None else seed,
+        abstract=abstract, residual=cfg.residual, gated=cfg.gated,
+        compute_dtype=jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32)
     if cfg.rho_rule != "learned":
         return net_fn, net_params
     # the learned ρ schedule travels with the network: params = {"prior": ..., "rho": ...}
