@@ -87,7 +87,7 @@ def test_mixed_batch_matches_each_sample_alone():
     own plain operator (no SelectOperator).
 
     The property is the data path's (operator selection, per-sample data steps, the batch
-    mean), so any per-sample prior exercises it; a two-level U-Net compiles about 3x faster
+    mean), so any per-sample prior exercises it; the width-1/16 U-Net compiles about 3x faster
     than the paper's network (this test compiles three value-and-gradient programs)."""
     cfg = preset("paper", **TINY, architecture="unet")
     prior_fn, params = build_prior(cfg)
