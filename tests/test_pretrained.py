@@ -119,6 +119,12 @@ def test_pretrained_errors(tmp_path):
     np.savez(tmp_path / "short.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="do not match the architecture"):
         load_pretrained_files(tmp_path / "short.npz", tmp_path / "m.json", "x")
+    for bad, match in (({"architecture": "resnet"}, r"pretrained metadata: architecture must "
+                                                     r"be one of \('paper', 'unet'\), got 'resnet'"),
+                       ({"residual": True}, "pretrained metadata: residual=True/gated=False")):
+        (tmp_path / "odd.json").write_text(json.dumps({**meta, **bad}))
+        with pytest.raises(ValueError, match=match):
+            load_pretrained_files(tmp_path / "short.npz", tmp_path / "odd.json", "x")
     prior = aj.pretrained("natural")
     with pytest.raises(ValueError, match="C = 1 .greyscale. or 3"):
         prior(jnp.zeros((1, 16, 16, 2)))

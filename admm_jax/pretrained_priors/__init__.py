@@ -275,17 +275,16 @@ def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
     weights come from the file. Running the random initializers instead would compile one
     program per parameter shape only to overwrite the result (10 s of a 10.4 s load on a slow
     2-core CPU; BENCHMARKS.md, "Loading a prior and compiling the OneNet step")."""
-    from admm_jax.priors import PRIOR_ARCHITECTURES, build_prior_network
+    from admm_jax.priors import build_prior_network
 
     arch = meta.get("architecture")
-    if arch not in PRIOR_ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r} in pretrained metadata")
-    options = (dict(levels=int(meta.get("levels", 3)), blocks=int(meta.get("blocks", 1)))
-               if arch == "unet" else
-               dict(residual=bool(meta.get("residual", False)),
-                    gated=bool(meta.get("gated", False))))
-    apply_fn, template = build_prior_network(arch, width=float(meta["width"]), abstract=True,
-                                             **options)
+    try:  # each architecture's options; absent keys are the defaults of older files
+        apply_fn, template = build_prior_network(
+            arch, width=float(meta["width"]), abstract=True,
+            levels=int(meta.get("levels", 3)), blocks=int(meta.get("blocks", 1)),
+            residual=bool(meta.get("residual", False)), gated=bool(meta.get("gated", False)))
+    except ValueError as exc:
+        raise ValueError(f"pretrained metadata: {exc}") from exc
     return apply_fn, template, _size_multiple(arch, int(meta.get("levels", 3)))
 
 
