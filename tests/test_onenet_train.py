@@ -11,15 +11,7 @@ import pytest
 
 from admm_jax.baselines import OneNetConfig, load_projector, pretrain_onenet
 
-# The tests of one group run on one xdist worker, one after the other (``--dist loadgroup`` in
-# pyproject.toml), so the second reuses the first's compiled step through the persistent
-# compilation cache (or the module fixture) instead of compiling it again at the same time on
-# the other worker (measured: the step test alone 27.8 s, after the first 11.6 s).
-_SAME_STEP = pytest.mark.xdist_group("onenet_instance_step")
-_SAME_VBN_RUN = pytest.mark.xdist_group("onenet_vbn_run")
 
-
-@_SAME_STEP
 def test_pretrain_two_steps_clamps_and_saves(tmp_path):
     rng = np.random.default_rng(0)
     images = (rng.random((12, 64, 64, 3)) * 255).astype(np.uint8)
@@ -50,7 +42,6 @@ def test_pretrain_two_steps_clamps_and_saves(tmp_path):
     assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
 
 
-@_SAME_STEP
 def test_step_losses_equal_separate_network_calls():
     """The step calls each network once on stacked batches ([x; v] through the projector,
     [x; P(x); P(v)] through the image discriminator, [E(x); E(v)] through the latent one).
@@ -123,7 +114,6 @@ def _fresh_projector(params):
     return net
 
 
-@_SAME_VBN_RUN
 def test_vbn_pretrain_uses_and_stores_reference_batch(vbn_run):
     from admm_jax.baselines.onenet_train import build_models, draw_reference_batch
     from admm_jax.data import BatchIterator
@@ -172,7 +162,6 @@ def test_vbn_pretrain_uses_and_stores_reference_batch(vbn_run):
                                np.asarray((ref_pass + 1) / 2), atol=1e-5)
 
 
-@_SAME_VBN_RUN
 def test_vbn_projector_treats_images_independently(vbn_run):
     images, out, _ = vbn_run
     proj_fn, params, _ = load_projector(out / "params")
