@@ -670,7 +670,10 @@ def test_build_prior_network_is_the_named_constructor(architecture, options, dir
 
 
 def test_build_prior_network_refuses_unknown_names_and_foreign_options():
-    from admm_jax.priors import build_prior_network
+    from admm_jax.priors import PRIOR_ARCHITECTURES, build_prior_network
+    from admm_jax.train.config import ARCHITECTURES
+
+    assert ARCHITECTURES == PRIOR_ARCHITECTURES  # what TrainConfig accepts, this builds
 
     with pytest.raises(ValueError, match=r"architecture must be one of \('paper', 'unet'\), "
                                          r"got 'resnet'"):

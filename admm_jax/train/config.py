@@ -32,12 +32,12 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from admm_jax.priors.build import PRIOR_ARCHITECTURES
-
 PAPER = "paper"
 RELEASED = "released"
 LOSSES = ("mse", "psnr")
-ARCHITECTURES = PRIOR_ARCHITECTURES  # the networks build_prior_network knows
+# the networks admm_jax.priors.build_prior_network knows (PRIOR_ARCHITECTURES; a test keeps the
+# two equal). Not imported from there: this module stays free of flax, like admm_jax.train.
+ARCHITECTURES = ("paper", "unet")
 OPERATOR_MIXES = ("problems", "families", "families+paper", "families+paper+zeros",
                   "families+paper+cfa+aniso", "families+paper+bi")
 RHO_RULES = ("fixed", "learned")
