@@ -682,3 +682,17 @@ def test_build_prior_network_refuses_unknown_names_and_foreign_options():
         build_prior_network("unet", width=TINY, residual=True, abstract=True)
     with pytest.raises(ValueError, match="levels=4/blocks=1: .* 'unet' architecture"):
         build_prior_network("paper", width=TINY, levels=4, abstract=True)
+
+
+def test_image_size_multiple_follows_the_architecture():
+    from admm_jax.priors import build_prior_network, image_size_multiple
+
+    assert image_size_multiple("paper") == 64
+    assert [image_size_multiple("unet", levels) for levels in (1, 2, 3, 4)] == [1, 2, 4, 8]
+    # the U-Net runs at a side of the multiple and refuses one it does not divide
+    apply_fn, params = build_prior_network("unet", width=TINY, levels=3)
+    assert apply_fn(params, jnp.zeros((1, 12, 4, 3))).shape == (1, 12, 4, 3)
+    with pytest.raises(ValueError, match=r"must be divisible by 4 for 3 levels"):
+        apply_fn(params, jnp.zeros((1, 10, 4, 3)))
+    with pytest.raises(ValueError, match="architecture must be one of"):
+        image_size_multiple("resnet")

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from admm_jax.priors.build import build_prior_network, image_size_multiple
 from admm_jax.priors.ensemble import check_ensemble, ensemble_average
 
 __all__ = ["PretrainedPrior", "pretrained", "pretrained_names", "load_pretrained_files",
@@ -262,12 +263,6 @@ def _fill_template(template: Any, arrays: Mapping[str, np.ndarray], where: str) 
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _size_multiple(architecture: str, levels: int = 3) -> int:
-    """What an image side must be divisible by for the raw network: 2^(levels−1) for the U-Net
-    (its poolings), 64 for the paper's network (a dense bottleneck: 64×64 images only)."""
-    return 2 ** (levels - 1) if architecture == "unet" else 64
-
-
 def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
     """The network of ``meta`` as (apply_fn, template params, size multiple).
 
@@ -275,17 +270,16 @@ def _build_network(meta: Mapping[str, Any]) -> tuple[Callable, Any, int]:
     weights come from the file. Running the random initializers instead would compile one
     program per parameter shape only to overwrite the result (10 s of a 10.4 s load on a slow
     2-core CPU; BENCHMARKS.md, "Loading a prior and compiling the OneNet step")."""
-    from admm_jax.priors import build_prior_network
-
     arch = meta.get("architecture")
+    levels = int(meta.get("levels", 3))
     try:  # each architecture's options; absent keys are the defaults of older files
         apply_fn, template = build_prior_network(
             arch, width=float(meta["width"]), abstract=True,
-            levels=int(meta.get("levels", 3)), blocks=int(meta.get("blocks", 1)),
+            levels=levels, blocks=int(meta.get("blocks", 1)),
             residual=bool(meta.get("residual", False)), gated=bool(meta.get("gated", False)))
     except ValueError as exc:
         raise ValueError(f"pretrained metadata: {exc}") from exc
-    return apply_fn, template, _size_multiple(arch, int(meta.get("levels", 3)))
+    return apply_fn, template, image_size_multiple(arch, levels)
 
 
 def load_pretrained_files(npz_path: Any, json_path: Any, name: str | None = None
@@ -399,5 +393,5 @@ def trained_prior(path: Any, *, long_run_rule: str = "restart", name: str | None
     return PretrainedPrior(
         name=meta["name"], apply_fn=apply_fn, params=params,
         rho={p: float(training_rho(p)) for p in cfg.problems}, default_rho=FAMILY_MIX_RHO,
-        num_iters=t, metadata=meta, size_multiple=_size_multiple(cfg.architecture),
+        num_iters=t, metadata=meta, size_multiple=image_size_multiple(cfg.architecture),
         rho_rule=rule, ensemble=ensemble)

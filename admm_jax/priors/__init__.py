@@ -5,7 +5,7 @@ Networks work in the [−1, 1] image domain; :func:`make_prior_fn` wraps a proje
 function of ``(params, image in [0, 1])`` for the ADMM solver.
 """
 
-from admm_jax.priors.build import PRIOR_ARCHITECTURES, build_prior_network
+from admm_jax.priors.build import PRIOR_ARCHITECTURES, build_prior_network, image_size_multiple
 from admm_jax.priors.conv import conv2d, flax_conv_general_dilated
 from admm_jax.priors.ensemble import ENSEMBLES, self_ensemble
 from admm_jax.priors.functional import (
@@ -52,7 +52,7 @@ __all__ = [
     "scale_channels", "PRIOR_PARAM_COUNT",
     "ResidualUNet", "unet_prior",
     # a network by architecture name (training configs, saved metadata, shipped priors)
-    "build_prior_network", "PRIOR_ARCHITECTURES",
+    "build_prior_network", "PRIOR_ARCHITECTURES", "image_size_multiple",
     # test-time self-ensemble
     "self_ensemble", "ENSEMBLES",
     # bridge

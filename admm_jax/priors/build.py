@@ -17,7 +17,7 @@ from admm_jax.priors.functional import make_prior_fn
 from admm_jax.priors.networks import du_admm_prior
 from admm_jax.priors.unet import unet_prior
 
-__all__ = ["PRIOR_ARCHITECTURES", "build_prior_network"]
+__all__ = ["PRIOR_ARCHITECTURES", "build_prior_network", "image_size_multiple"]
 
 #: ``"paper"``: the DU-ADMM paper's projection network (:func:`du_admm_prior`, 64×64 images
 #: only: dense bottleneck); ``"unet"``: the residual U-Net (:func:`unet_prior`, any size divisible
@@ -65,3 +65,13 @@ def build_prior_network(architecture: str, *, width: float, seed: int = 0,
                              residual=residual, gated=gated)
 
     return make_prior_fn(nnx.eval_shape(construct) if abstract else construct())
+
+
+def image_size_multiple(architecture: str, levels: int = 3) -> int:
+    """What an image side must be divisible by for the raw network ``architecture``:
+    ``2^(levels−1)`` for the U-Net (its poolings), 64 for the paper's network (a dense
+    bottleneck: 64×64 images only)."""
+    if architecture not in PRIOR_ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {PRIOR_ARCHITECTURES}, got "
+                         f"{architecture!r}")
+    return 2 ** (int(levels) - 1) if architecture == "unet" else 64
