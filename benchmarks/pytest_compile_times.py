@@ -4,6 +4,9 @@ On a 2-core CPU most of the suite's time is XLA compilation, not running. This p
 JAX's duration events (``/jax/core/compile/backend_compile_duration`` = XLA compile,
 ``/jax/core/compile/jaxpr_to_mlir_module_duration`` = lowering, ``.../jaxpr_trace_duration``,
 and the persistent cache's ``compile_time_saved_sec``) per test, setup and teardown included,
+with the number of XLA compiles (``programs``), those under 0.1 s (``small_programs``,
+``small_compile_s``: typically one eager operation each) and the five programs that took
+longest (``top_programs``, by jit name),
 and writes one JSON line per test to ``$COMPILE_TIMES_DIR/compile_times_<pid>.jsonl`` (one file
 per xdist worker; default folder: ``./compile_times``). Subprocesses a test starts are not
 counted. Summarise with ``python benchmarks/pytest_compile_times.py [folder]``.
@@ -29,13 +32,23 @@ EVENTS = {
     "/jax/compilation_cache/compile_time_saved_sec": "cache_saved_s",
 }
 
+#: An XLA compile shorter than this counts as "small" (typically one eager operation).
+SMALL_S = 0.1
+
 _totals: dict[str, float] = collections.defaultdict(float)
+_programs: dict[str, float] = collections.defaultdict(float)
 _out = None
 
 
-def _listener(event: str, duration: float, **_: object) -> None:
+def _listener(event: str, duration: float, **kwargs: object) -> None:
     if event in EVENTS:
         _totals[EVENTS[event]] += duration
+    if event == "/jax/core/compile/backend_compile_duration":
+        _totals["programs"] += 1
+        if duration < SMALL_S:
+            _totals["small_programs"] += 1
+            _totals["small_compile_s"] += duration
+        _programs[str(kwargs.get("fun_name", "?"))] += duration
 
 
 def pytest_configure(config) -> None:
@@ -52,6 +65,7 @@ def pytest_configure(config) -> None:
 
 def pytest_runtest_setup(item) -> None:  # noqa: ARG001
     _totals.clear()
+    _programs.clear()
 
 
 def pytest_runtest_logreport(report) -> None:
@@ -59,6 +73,8 @@ def pytest_runtest_logreport(report) -> None:
         _totals["call_s"] += report.duration
     if report.when == "teardown" and _out is not None:
         row = {"test": report.nodeid, **{k: round(v, 3) for k, v in _totals.items()}}
+        top = sorted(_programs.items(), key=lambda kv: -kv[1])[:5]
+        row["top_programs"] = [[name, round(t, 3)] for name, t in top]
         _out.write(json.dumps(row) + "\n")
         _out.flush()
 
@@ -70,14 +86,16 @@ def summarise(folder: Path, top: int = 20) -> str:
     if not rows:
         print(f"error: no compile_times_*.jsonl files in {folder}", file=sys.stderr)
         raise SystemExit(2)
-    keys = ["call_s", *EVENTS.values()]
+    keys = ["call_s", *EVENTS.values(), "programs", "small_programs", "small_compile_s"]
     total = {k: sum(r.get(k, 0.0) for r in rows) for k in keys}
     lines = [f"{len(rows)} tests; summed over workers: "
              + ", ".join(f"{k} {v:.1f}" for k, v in total.items())]
     rows.sort(key=lambda r: -r.get("xla_compile_s", 0.0))
-    lines.append(f"{'xla_compile_s':>13} {'lowering_s':>10} {'call_s':>7}  test")
+    lines.append(f"{'xla_compile_s':>13} {'lowering_s':>10} {'call_s':>7} {'programs':>8} "
+                 f"{'small_s':>7}  test")
     lines += [f"{r.get('xla_compile_s', 0):13.1f} {r.get('lowering_s', 0):10.1f} "
-              f"{r.get('call_s', 0):7.1f}  {r['test']}" for r in rows[:top]]
+              f"{r.get('call_s', 0):7.1f} {int(r.get('programs', 0)):8d} "
+              f"{r.get('small_compile_s', 0):7.1f}  {r['test']}" for r in rows[:top]]
     return "\n".join(lines)
 
 

@@ -23,7 +23,31 @@ if not os.environ.get("ADMM_JAX_TEST_NO_XLA_CACHE"):
 
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                           os.path.join(tempfile.gettempdir(), "admm_jax_test_xla_cache"))
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+    # Every program, however small: most of the ~7,000 programs the suite compiles are single
+    # eager operations (20-50 ms each), and the two workers and the subprocesses compile many
+    # of the same ones. On a 2-core Zen 4 machine this took the suite (with -O0 below) from
+    # 508 s to 445 s (BENCHMARKS.md, "The test suite's time").
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+# LLVM's optimisation level for the code XLA:CPU generates. The suite is compile-bound (on a
+# 2-core machine about two thirds of its time is XLA compilation, mostly LLVM), and most of its
+# programs run once or a few times, so the tests ask XLA for -O0 code: the same HLO passes and
+# fusions, unoptimised machine code for the fused loops; convolutions and matrix products still
+# run in XLA's library kernels. Results differ from the default level's only by rounding (LLVM
+# vectorises reductions, i.e. sums in another order: gradients of both priors agreed to ≤ 3e-6
+# relative, float32), which the tests' tolerances allow anyway, as they must on any CPU. Measured on a 2-core Zen 4 machine, cold cache: 641-659 s at the default level,
+# 573 s at -O1, 508 s at -O0 (BENCHMARKS.md, "The test suite's time"). Benchmarks and users get
+# XLA's default. ADMM_JAX_TEST_XLA_OPT_LEVEL=default keeps XLA's default here too (or sets
+# another level, 0-3); an optimisation level already in XLA_FLAGS is left alone.
+_OPT_LEVEL = os.environ.get("ADMM_JAX_TEST_XLA_OPT_LEVEL", "0")
+if _OPT_LEVEL != "default" and "xla_backend_optimization_level" not in os.environ.get(
+        "XLA_FLAGS", ""):
+    if _OPT_LEVEL not in ("0", "1", "2", "3"):
+        raise ValueError(f"ADMM_JAX_TEST_XLA_OPT_LEVEL must be 0, 1, 2, 3 or 'default', got "
+                         f"{_OPT_LEVEL!r}")
+    os.environ["XLA_FLAGS"] = " ".join(
+        [*os.environ.get("XLA_FLAGS", "").split(),
+         f"--xla_backend_optimization_level={_OPT_LEVEL}"])
 
 import jax
 import jax.numpy as jnp

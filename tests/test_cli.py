@@ -112,7 +112,8 @@ def test_train_unknown_problem_refused_before_any_folder(tmp_path, capsys):
 def test_train_batch_not_divisible_by_two_devices_leaves_no_folder(tmp_path, pack):
     out = tmp_path / "run"
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2",
+               XLA_FLAGS=" ".join(["--xla_force_host_platform_device_count=2",
+                                   *os.environ.get("XLA_FLAGS", "").split()]),
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-m", "admm_jax.cli", "train", "--batch", "3",
                           "--data", str(pack), "--out", str(out), "--no-progress"],

@@ -33,14 +33,23 @@ CASES = list(itertools.product(
 
 @pytest.mark.parametrize("hw,kernel,strides,padding", CASES)
 def test_values_and_both_gradients_match_lax_in_float64(x64, hw, kernel, strides, padding):
-    kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
-    x = jax.random.normal(kx, (2, *hw, 3), jnp.float64)
-    k = jax.random.normal(kk, (*kernel, 3, 5), jnp.float64)
-    y_ref, vjp_ref = jax.vjp(lambda a, b: _reference(a, b, strides, padding), x, k)
-    y, vjp = jax.vjp(lambda a, b: conv2d(a, b, strides, padding), x, k)
-    assert y.shape == y_ref.shape and y.dtype == jnp.float64
-    g = jax.random.normal(kg, y.shape, jnp.float64)
-    for got, want in zip((y, *vjp(g)), (y_ref, *vjp_ref(g))):
+    # inputs from NumPy and both sides in one jitted program: one compile per case instead of
+    # a dozen eager ones (the suite is compile-bound); the comparison is the same
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, *hw, 3)))
+    k = jnp.asarray(rng.standard_normal((*kernel, 3, 5)))
+    out = jax.eval_shape(lambda a, b: conv2d(a, b, strides, padding), x, k)
+    assert out.shape == jax.eval_shape(lambda a, b: _reference(a, b, strides, padding),
+                                       x, k).shape and out.dtype == jnp.float64
+    g = jnp.asarray(rng.standard_normal(out.shape))
+
+    @jax.jit
+    def both(x, k, g):
+        y_ref, vjp_ref = jax.vjp(lambda a, b: _reference(a, b, strides, padding), x, k)
+        y, vjp = jax.vjp(lambda a, b: conv2d(a, b, strides, padding), x, k)
+        return (y, *vjp(g)), (y_ref, *vjp_ref(g))
+
+    for got, want in zip(*both(x, k, g)):
         scale = float(jnp.max(jnp.abs(want)))
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0,
                                    atol=1e-12 * max(scale, 1.0))
