@@ -128,7 +128,9 @@ def test_grouped_batch_equals_each_sample_alone(x64):
     mix = FamilyMix()
     gen = np.random.default_rng(1)
     images = jnp.asarray(gen.uniform(size=(mix.batch_size,) + SHAPE))
-    batch = sample_family_batch(mix, jax.random.PRNGKey(3), images)
+    # drawn in one jitted program (as training draws it), not op by op: the suite is
+    # compile-bound and eager drawing compiled ~300 small programs here
+    batch = jax.jit(sample_family_batch, static_argnums=0)(mix, jax.random.PRNGKey(3), images)
     rho = jnp.linspace(0.1, 1.0, mix.batch_size)
     prox = lambda v, r: jnp.tanh(v) * 0.9 + 0.05  # nonlinear, per-pixel: batches exactly
     z = unrolled_admm(prox, batch.op, batch.y, rho, 4)
@@ -148,7 +150,7 @@ def test_gradient_through_grouped_admm_matches_finite_differences(x64):
     mix = FamilyMix(slots=(("mask", 1), ("blur", 1), ("fourier", 1), ("sr2", 1)))
     gen = np.random.default_rng(2)
     images = jnp.asarray(gen.uniform(size=(4,) + SHAPE))
-    batch = sample_family_batch(mix, jax.random.PRNGKey(5), images)
+    batch = jax.jit(sample_family_batch, static_argnums=0)(mix, jax.random.PRNGKey(5), images)
 
     def loss(w):
         prox = lambda v, r: jnp.tanh(w * v)

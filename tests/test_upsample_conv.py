@@ -44,17 +44,20 @@ def test_values_and_gradients_match_float64_literal_form(x64, kind, k):
     rows, cols = _maps(kind, n_r), _maps(kind, n_c)
     x = rng.normal(size=(2, n_r, n_c, 3))
     w = rng.normal(size=(k, k + 1, 3, 2))   # non-square kernel too
-    got = upsample_conv(jnp.asarray(x), jnp.asarray(w), rows, cols, force_split=True)
-    np.testing.assert_allclose(np.asarray(got), np_upsample_conv(x, w, rows, cols),
-                               rtol=1e-12, atol=1e-12)
     # gradients: the map is linear in x and in w, so the VJP of a fixed cotangent g is
     # <g, conv(x, w)> differentiated; check against finite-free identities: d/dx and d/dw of
     # sum(g * f) equal f applied to unit directions, here via a random direction (exact)
-    g = rng.normal(size=got.shape)
+    g = rng.normal(size=(2, len(rows), len(cols), 2))  # the output's shape
     dx, dw = rng.normal(size=x.shape), rng.normal(size=w.shape)
-    gx, gw = jax.grad(lambda a, b: jnp.sum(jnp.asarray(g) * upsample_conv(a, b, rows, cols,
-                                                                          force_split=True)),
-                      argnums=(0, 1))(jnp.asarray(x), jnp.asarray(w))
+
+    @jax.jit  # value and both gradients in one program (the suite is compile-bound)
+    def value_and_vjp(a, b, cotangent):
+        y, vjp = jax.vjp(lambda a, b: upsample_conv(a, b, rows, cols, force_split=True), a, b)
+        return (y, *vjp(cotangent))
+
+    got, gx, gw = value_and_vjp(jnp.asarray(x), jnp.asarray(w), jnp.asarray(g))
+    np.testing.assert_allclose(np.asarray(got), np_upsample_conv(x, w, rows, cols),
+                               rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(float(jnp.sum(gx * dx)),
                                np.sum(g * np_upsample_conv(dx, w, rows, cols)), rtol=1e-10)
     np.testing.assert_allclose(float(jnp.sum(gw * dw)),
