@@ -162,6 +162,33 @@ def test_vbn_pretrain_uses_and_stores_reference_batch(vbn_run):
                                np.asarray((ref_pass + 1) / 2), atol=1e-5)
 
 
+def test_vbn_projector_with_corrupt_statistics_is_refused_by_name(vbn_run, tmp_path):
+    """Corrupt stored reference statistics: a CheckpointError naming them and the folder,
+    not orbax's own exception (and no late 'Event loop is closed' reports; see test_cli)."""
+    import shutil
+    import sys
+    import time
+
+    from admm_jax.train import CheckpointError
+
+    _, out, _ = vbn_run
+    bad = tmp_path / "params"
+    shutil.copytree(out / "params", bad)
+    data = [f for f in (bad / "batch_stats").rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert data
+    for f in data:
+        f.write_bytes(b"\x8b not an array chunk" * 8)
+    late, hook = [], sys.unraisablehook
+    sys.unraisablehook = late.append
+    try:
+        with pytest.raises(CheckpointError, match="virtual-batch-norm reference statistics"):
+            load_projector(bad)
+        time.sleep(0.5)
+    finally:
+        sys.unraisablehook = hook
+    assert not late, [f"{u.exc_type.__name__}: {u.exc_value}" for u in late[:3]]
+
+
 def test_vbn_projector_treats_images_independently(vbn_run):
     images, out, _ = vbn_run
     proj_fn, params, _ = load_projector(out / "params")

@@ -402,20 +402,18 @@ def load_projector(path: str | Path):
 
     from admm_jax.priors import make_prior_fn
     from admm_jax.train.checkpoint import (CheckpointError, read_weights_config,
-                                           restore_weights)
+                                           restore_pytree, restore_weights)
 
     cfg = OneNetConfig.from_dict(read_weights_config(path, "OneNet projector"))
     # shapes only (nnx.eval_shape): the weights come from the folder, so neither the random
     # initializers nor the discriminators need to run
     proj = nnx.eval_shape(lambda: _projector(cfg, nnx.Rngs(cfg.seed)))
     if cfg.norm == "virtual_batch":
-        import orbax.checkpoint as ocp
-
         stats_dir = Path(path).absolute() / _BATCH_STATS_DIR
         if not stats_dir.exists():
             raise CheckpointError(f"{path} holds a virtual-batch-norm projector without stored "
                                   f"reference statistics ({_BATCH_STATS_DIR}/ is missing)")
-        with ocp.StandardCheckpointer() as ckptr:
-            nnx.update(proj, ckptr.restore(stats_dir, nnx.state(proj, nnx.BatchStat)))
+        nnx.update(proj, restore_pytree(stats_dir, nnx.state(proj, nnx.BatchStat),
+                                        "virtual-batch-norm reference statistics"))
     proj_fn, template = make_prior_fn(proj)
     return proj_fn, restore_weights(path, template, "OneNet projector"), cfg

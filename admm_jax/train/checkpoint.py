@@ -8,7 +8,10 @@ checkpoint as the latest one; the last ``keep`` checkpoints are kept.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,6 +21,45 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be read (missing, corrupt, or of another model)."""
+
+
+def _is_orphaned_read_callback(unraisable: Any) -> bool:
+    """An exception from a read that orbax abandoned: when one array of a restore fails (a
+    corrupt file), orbax raises and closes its event loop while the other arrays' reads are
+    still in flight; as they complete, their callbacks find the loop closed
+    (``RuntimeError('Event loop is closed')`` raised in asyncio's ``_check_closed``) and
+    Python reports each one as an unraisable exception, a traceback on stderr after our own
+    one-line error. They carry no information: the restore has already failed and said why."""
+    exc = getattr(unraisable, "exc_value", None)
+    if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
+        return False
+    tb = getattr(unraisable, "exc_traceback", None)
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return (tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
+            and "asyncio" in tb.tb_frame.f_code.co_filename)
+
+
+@contextlib.contextmanager
+def _orphaned_reads_silenced() -> Iterator[None]:
+    """Around an orbax restore: while it runs, and from then on if it fails, drop the abandoned
+    reads' reports (above), passing every other unraisable exception to the hook that was in
+    place. On failure the filter stays, because those reads finish later (milliseconds, seen)
+    at a time nobody controls; after a successful restore the previous hook is put back."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_admm_jax_orphaned_reads", False):  # already filtered
+        yield
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _is_orphaned_read_callback(unraisable):
+            previous(unraisable)
+
+    hook._admm_jax_orphaned_reads = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+    yield  # an exception propagates from here and leaves the filter in place
+    if sys.unraisablehook is hook:
+        sys.unraisablehook = previous
 
 
 class Checkpointer:
@@ -59,11 +101,12 @@ class Checkpointer:
             lambda a: ocp.utils.to_shape_dtype_struct(a) if hasattr(a, "shape") else a,
             state_template)
         try:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                        meta=ocp.args.JsonRestore()),
-            )
+            with _orphaned_reads_silenced():
+                restored = self._manager.restore(
+                    step,
+                    args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                            meta=ocp.args.JsonRestore()),
+                )
         except Exception as exc:  # orbax raises many types; name the checkpoint and the cause
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} could not be restored "
@@ -167,24 +210,45 @@ def restore_weights(path: str | os.PathLike, template: Any, what: str) -> Any:
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{meta} is not a valid weights record ({type(exc).__name__}: "
                               f"{exc})") from exc
-    _check_stored_shapes(path / "state", template, what)
-    try:
-        if stored != "float32":  # restore as stored, then cast to the template's dtypes
-            import jax.numpy as jnp
+    with _orphaned_reads_silenced():  # an error below (metadata or arrays) keeps the filter
+        _check_stored_shapes(path / "state", template, what)
+        try:
+            return _restore_weights(path, template, stored)
+        except Exception as exc:
+            raise CheckpointError(f"could not restore the {what} weights from {path}: "
+                                  f"{type(exc).__name__}: {str(exc)[:300]}") from exc
 
-            as_stored = jax.tree_util.tree_map(
-                lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(stored)
-                                               if jnp.issubdtype(a.dtype, jnp.floating)
-                                               else a.dtype), template)
+
+def restore_pytree(directory: str | os.PathLike, template: Any, what: str) -> Any:
+    """One pytree saved with ``orbax``'s ``StandardCheckpointer`` (e.g. a projector's stored
+    batch statistics), restored into ``template``'s structure; an unreadable or corrupt
+    folder raises :class:`CheckpointError` naming ``what`` and the folder."""
+    directory = Path(directory).absolute()
+    with _orphaned_reads_silenced():  # an error below keeps the filter
+        try:
             with ocp.StandardCheckpointer() as ckptr:
-                restored = ckptr.restore(path / "state", as_stored)
-            return jax.tree_util.tree_map(lambda r, t: jnp.asarray(r).astype(t.dtype),
-                                          restored, template)
+                return ckptr.restore(directory, template)
+        except Exception as exc:  # orbax raises many types
+            raise CheckpointError(f"could not restore the {what} from {directory}: "
+                                  f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+
+
+def _restore_weights(path: Path, template: Any, stored: str) -> Any:
+    """The orbax read of :func:`restore_weights`: weights stored as ``stored`` (a dtype
+    name), returned in ``template``'s dtypes."""
+    if stored != "float32":  # restore as stored, then cast to the template's dtypes
+        import jax.numpy as jnp
+
+        as_stored = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(stored)
+                                           if jnp.issubdtype(a.dtype, jnp.floating)
+                                           else a.dtype), template)
         with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(path / "state", template)
-    except Exception as exc:
-        raise CheckpointError(f"could not restore the {what} weights from {path}: "
-                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+            restored = ckptr.restore(path / "state", as_stored)
+        return jax.tree_util.tree_map(lambda r, t: jnp.asarray(r).astype(t.dtype),
+                                      restored, template)
+    with ocp.StandardCheckpointer() as ckptr:
+        return ckptr.restore(path / "state", template)
 
 
 def _key_path(path: tuple) -> tuple[str, ...]:
