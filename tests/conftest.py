@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 from pathlib import Path
 
 # The dense NumPy references (192x192 .. 768x768) are far too small for multithreaded BLAS: on a
@@ -36,9 +38,9 @@ if not os.environ.get("ADMM_JAX_TEST_NO_XLA_CACHE"):
 # run in XLA's library kernels. Results differ from the default level's only by rounding (LLVM
 # vectorises reductions, i.e. sums in another order): the two priors' float32 losses, outputs
 # and gradients agreed to 1.1e-6 of their scale (benchmarks/compare_opt_levels.py), which the
-# tests' tolerances allow anyway, as they must on any CPU. Measured on a 2-core Zen 4 machine, cold cache: 641-659 s at the default level,
-# 573 s at -O1, 508 s at -O0 (BENCHMARKS.md, "The test suite's time"). Benchmarks and users get
-# XLA's default. ADMM_JAX_TEST_XLA_OPT_LEVEL=default keeps XLA's default here too (or sets
+# tests' tolerances allow anyway, as they must on any CPU. Measured on a 2-core Zen 4 machine,
+# cold cache: 641-659 s at the default level, 573 s at -O1, 508 s at -O0 (BENCHMARKS.md, "The
+# test suite's time"). Benchmarks and users get XLA's default. ADMM_JAX_TEST_XLA_OPT_LEVEL=default keeps XLA's default here too (or sets
 # another level, 0-3); an optimisation level already in XLA_FLAGS is left alone.
 _OPT_LEVEL = os.environ.get("ADMM_JAX_TEST_XLA_OPT_LEVEL", "0")
 if _OPT_LEVEL != "default" and "xla_backend_optimization_level" not in os.environ.get(
@@ -72,6 +74,24 @@ if _ROOT not in sys.path:
 #: The project's shared real-image copies (UTKFace, BSDS500); absent on a fresh machine, so the
 #: tests that read them are skipped there.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@contextlib.contextmanager
+def no_late_tracebacks(wait_s: float = 0.5):
+    """Asserts that nothing reaches Python's unraisable hook inside the block or ``wait_s``
+    after it. Why: when one array of an orbax restore fails (a corrupt file), orbax abandons the
+    other reads, and their late callbacks used to print 'RuntimeError: Event loop is closed'
+    tracebacks after the CLI's one-line error; those reads end within milliseconds (seen: 89
+    reports in 15 ms)."""
+    late = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = late.append
+    try:
+        yield
+        time.sleep(wait_s)
+    finally:
+        sys.unraisablehook = hook
+    assert not late, [f"{u.exc_type.__name__}: {u.exc_value}" for u in late[:3]]
 
 
 @pytest.fixture

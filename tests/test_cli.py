@@ -1,7 +1,6 @@
 """The ``admm-jax`` command line: help on every flag, and bad input refused before any work."""
 
 import argparse
-import contextlib
 
 import pytest
 
@@ -68,10 +67,10 @@ def test_train_bad_problem_probs_named(tmp_path, capsys, probs, message):
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from conftest import no_late_tracebacks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,23 +171,6 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@contextlib.contextmanager
-def _no_late_tracebacks():
-    """Orbax abandons the other arrays' reads when one fails (a corrupt file); their late
-    callbacks used to print 'RuntimeError: Event loop is closed' tracebacks after the CLI's
-    one-line error. Records what reaches Python's unraisable hook meanwhile and for 0.5 s
-    after (the reads end within milliseconds: 89 reports in 15 ms, seen) and asserts none."""
-    late = []
-    hook = sys.unraisablehook
-    sys.unraisablehook = late.append
-    try:
-        yield
-        time.sleep(0.5)
-    finally:
-        sys.unraisablehook = hook
-    assert not late, [f"{u.exc_type.__name__}: {u.exc_value}" for u in late[:3]]
-
-
 def test_evaluate_corrupt_weights(tmp_path, capsys, pack, saved_prior):
     bad = _copy(saved_prior, tmp_path / "bad")
     data_files = [f for f in (bad / "state").rglob("*") if f.is_file() and f.parent.name == "d"]
@@ -196,7 +178,7 @@ def test_evaluate_corrupt_weights(tmp_path, capsys, pack, saved_prior):
     for f in data_files:
         f.write_bytes(b"\x8b not an array chunk" * 8)
     out = tmp_path / "eval"
-    with _no_late_tracebacks():
+    with no_late_tracebacks():
         _refused(capsys, ["evaluate", "--du-admm", str(bad), "--data", str(pack), "--out",
                           str(out), "--no-progress"], out, "DU-ADMM prior weights")
 
@@ -230,7 +212,7 @@ def test_train_resume_from_a_corrupt_checkpoint(tmp_path, capsys, pack):
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"garbage" * 16)
     before = sorted(p.relative_to(run) for p in run.rglob("*"))
-    with _no_late_tracebacks():
+    with no_late_tracebacks():
         assert main(["train", *args, "--data", str(pack), "--out", str(run), "--resume",
                      "--no-progress"]) == 2
     _one_error_line(capsys.readouterr().err, "could not be restored")

@@ -166,8 +166,8 @@ def test_vbn_projector_with_corrupt_statistics_is_refused_by_name(vbn_run, tmp_p
     """Corrupt stored reference statistics: a CheckpointError naming them and the folder,
     not orbax's own exception (and no late 'Event loop is closed' reports; see test_cli)."""
     import shutil
-    import sys
-    import time
+
+    from conftest import no_late_tracebacks
 
     from admm_jax.train import CheckpointError
 
@@ -178,15 +178,9 @@ def test_vbn_projector_with_corrupt_statistics_is_refused_by_name(vbn_run, tmp_p
     assert data
     for f in data:
         f.write_bytes(b"\x8b not an array chunk" * 8)
-    late, hook = [], sys.unraisablehook
-    sys.unraisablehook = late.append
-    try:
-        with pytest.raises(CheckpointError, match="virtual-batch-norm reference statistics"):
-            load_projector(bad)
-        time.sleep(0.5)
-    finally:
-        sys.unraisablehook = hook
-    assert not late, [f"{u.exc_type.__name__}: {u.exc_value}" for u in late[:3]]
+    with no_late_tracebacks(), pytest.raises(CheckpointError,
+                                             match="virtual-batch-norm reference statistics"):
+        load_projector(bad)
 
 
 def test_vbn_projector_treats_images_independently(vbn_run):
