@@ -4,9 +4,10 @@ On a 2-core CPU most of the suite's time is XLA compilation, not running. This p
 JAX's duration events (``/jax/core/compile/backend_compile_duration`` = XLA compile,
 ``/jax/core/compile/jaxpr_to_mlir_module_duration`` = lowering, ``.../jaxpr_trace_duration``,
 and the persistent cache's ``compile_time_saved_sec``) per test, setup and teardown included,
-with the number of XLA compiles (``programs``), those under 0.1 s (``small_programs``,
-``small_compile_s``: typically one eager operation each) and the five programs that took
-longest (``top_programs``, by jit name),
+with the number of programs XLA compiled or loaded from the persistent cache (``programs``;
+JAX times both as one event), those under 0.1 s (``small_programs``, ``small_compile_s``:
+typically one eager operation each, or a cache hit) and the five programs that took longest
+(``top_programs``, by jit name),
 and writes one JSON line per test to ``$COMPILE_TIMES_DIR/compile_times_<pid>.jsonl`` (one file
 per xdist worker; default folder: ``./compile_times``). Subprocesses a test starts are not
 counted. Summarise with ``python benchmarks/pytest_compile_times.py [folder]``.
