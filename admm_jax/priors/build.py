@@ -46,9 +46,7 @@ def build_prior_network(architecture: str, *, width: float, seed: int = 0,
     Raises:
       ValueError: an unknown architecture, or an option the architecture does not have.
     """
-    if architecture not in PRIOR_ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {PRIOR_ARCHITECTURES}, got "
-                         f"{architecture!r}")
+    _check_architecture(architecture)
     if architecture == "unet" and (residual or gated):
         raise ValueError(f"residual={residual}/gated={gated}: these variants belong to the "
                          "'paper' architecture; the U-Net prior is residual already")
@@ -71,7 +69,11 @@ def image_size_multiple(architecture: str, levels: int = 3) -> int:
     """What an image side must be divisible by for the raw network ``architecture``:
     ``2^(levels−1)`` for the U-Net (its poolings), 64 for the paper's network (a dense
     bottleneck: 64×64 images only)."""
+    _check_architecture(architecture)
+    return 2 ** (int(levels) - 1) if architecture == "unet" else 64
+
+
+def _check_architecture(architecture: str) -> None:
     if architecture not in PRIOR_ARCHITECTURES:
         raise ValueError(f"architecture must be one of {PRIOR_ARCHITECTURES}, got "
                          f"{architecture!r}")
-    return 2 ** (int(levels) - 1) if architecture == "unet" else 64

@@ -30,10 +30,10 @@ def _is_orphaned_read_callback(unraisable: Any) -> bool:
     (``RuntimeError('Event loop is closed')`` raised in asyncio's ``_check_closed``) and
     Python reports each one as an unraisable exception, a traceback on stderr after our own
     one-line error. They carry no information: the restore has already failed and said why."""
-    exc = getattr(unraisable, "exc_value", None)
+    exc = unraisable.exc_value
     if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
         return False
-    tb = getattr(unraisable, "exc_traceback", None)
+    tb = unraisable.exc_traceback
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return (tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
@@ -210,13 +210,21 @@ def restore_weights(path: str | os.PathLike, template: Any, what: str) -> Any:
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"{meta} is not a valid weights record ({type(exc).__name__}: "
                               f"{exc})") from exc
+    state_dir = path / "state"
     with _orphaned_reads_silenced():  # an error below (metadata or arrays) keeps the filter
-        _check_stored_shapes(path / "state", template, what)
-        try:
-            return _restore_weights(path, template, stored)
-        except Exception as exc:
-            raise CheckpointError(f"could not restore the {what} weights from {path}: "
-                                  f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        _check_stored_shapes(state_dir, template, what)
+        if stored == "float32":
+            return restore_pytree(state_dir, template, f"{what} weights")
+        import jax.numpy as jnp
+
+        # restore as stored, then cast to the template's dtypes
+        as_stored = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(stored)
+                                           if jnp.issubdtype(a.dtype, jnp.floating)
+                                           else a.dtype), template)
+        restored = restore_pytree(state_dir, as_stored, f"{what} weights")
+        return jax.tree_util.tree_map(lambda r, t: jnp.asarray(r).astype(t.dtype),
+                                      restored, template)
 
 
 def restore_pytree(directory: str | os.PathLike, template: Any, what: str) -> Any:
@@ -231,24 +239,6 @@ def restore_pytree(directory: str | os.PathLike, template: Any, what: str) -> An
         except Exception as exc:  # orbax raises many types
             raise CheckpointError(f"could not restore the {what} from {directory}: "
                                   f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-
-
-def _restore_weights(path: Path, template: Any, stored: str) -> Any:
-    """The orbax read of :func:`restore_weights`: weights stored as ``stored`` (a dtype
-    name), returned in ``template``'s dtypes."""
-    if stored != "float32":  # restore as stored, then cast to the template's dtypes
-        import jax.numpy as jnp
-
-        as_stored = jax.tree_util.tree_map(
-            lambda a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(stored)
-                                           if jnp.issubdtype(a.dtype, jnp.floating)
-                                           else a.dtype), template)
-        with ocp.StandardCheckpointer() as ckptr:
-            restored = ckptr.restore(path / "state", as_stored)
-        return jax.tree_util.tree_map(lambda r, t: jnp.asarray(r).astype(t.dtype),
-                                      restored, template)
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(path / "state", template)
 
 
 def _key_path(path: tuple) -> tuple[str, ...]:
