@@ -359,11 +359,17 @@ def main(argv=None) -> dict[str, Any]:
           f"{info['torch_device']} ({info['torch_threads']} threads), {info['cpu_model']}, "
           f"{info['cpu_count']} cores, load {info['load_average_start']}", flush=True)
     rows = []
-    for c in build_configs(args):
+    configs = build_configs(args)
+    for i, c in enumerate(configs):
         print(f"-- {c['name']} (T={args.iters}, loss {c['loss']}) ...", flush=True)
         rows.append(run_config(c, args))
         for line in headline(rows[-1:]):
             print("   " + line, flush=True)
+        if i + 1 < len(configs):
+            # what is finished survives a run stopped at a time limit (a lent GPU's call)
+            write_json(args.out, {"benchmark": "bench_vs_torch", "machine": info,
+                                  "settings": vars(args), "results": rows,
+                                  "partial": f"{i + 1} of {len(configs)} configurations"})
         gc.collect()
     print()
     text = print_table(table_rows(rows), [
