@@ -13,6 +13,7 @@ nothing behind.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -196,20 +197,37 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- solve
+#: the library's argument names in its error messages -> the solve command's flags
+_SOLVE_FLAGS = ((r"\bnum_iters\b", "--iters"), (r"\bnoise_std\b", "--noise"),
+                (r"\bblur_sigma\b", "--blur-sigma"), (r"^scale\b", "--scale"),
+                (r"^rho\b", "--rho"), (r"\brho=", "--rho"), (r"\bsigma=", "--noise"))
+
+
+def _in_flag_names(exc: ValueError, table: tuple[tuple[str, str], ...]) -> ValueError:
+    """The same error, naming the command's flags instead of the library's arguments."""
+    text = str(exc)
+    for pattern, flag in table:
+        text = re.sub(pattern, flag, text)
+    return ValueError(text)
+
+
 def cmd_solve(args: argparse.Namespace) -> int:
     from admm_jax.pretrained_priors import pretrained
     from admm_jax.restore import Degradation, read_kernel, read_mask, restore_files
 
-    deg = Degradation(
-        args.problem, noise_std=args.noise, scale=args.scale, blur_sigma=args.blur_sigma,
-        kernel=None if args.kernel is None else read_kernel(args.kernel),
-        mask=None if args.mask is None else read_mask(args.mask))
-    prior = pretrained(args.prior, ensemble=args.ensemble)
-    grey = True if args.grey else None
-    records = restore_files(args.inputs, args.out, deg, prior=prior,
-                            simulate_first=args.simulate, grey=grey, rho=args.rho,
-                            num_iters=args.iters, seed=args.seed, overwrite=args.overwrite,
-                            progress=not args.no_progress)
+    try:
+        deg = Degradation(
+            args.problem, noise_std=args.noise, scale=args.scale, blur_sigma=args.blur_sigma,
+            kernel=None if args.kernel is None else read_kernel(args.kernel),
+            mask=None if args.mask is None else read_mask(args.mask))
+        prior = pretrained(args.prior, ensemble=args.ensemble)
+        grey = True if args.grey else None
+        records = restore_files(args.inputs, args.out, deg, prior=prior,
+                                simulate_first=args.simulate, grey=grey, rho=args.rho,
+                                num_iters=args.iters, seed=args.seed, overwrite=args.overwrite,
+                                progress=not args.no_progress)
+    except ValueError as exc:
+        raise _in_flag_names(exc, _SOLVE_FLAGS) from exc
     for r in records:
         if "psnr" in r:
             print(f"{r['file']}: {r['problem']} {r['height']}x{r['width']}x{r['channels']}  "
@@ -256,7 +274,8 @@ def _add_solve_parser(sub) -> None:
     s.add_argument("--iters", type=int, default=None,
                    help="unrolled iterations (default: the T the prior was trained with; "
                         "the general prior takes multiples of its T = 8, run as blocks of its "
-                        "schedule: 32 is recommended for operators beyond the paper's problems)")
+                        "schedule: for operators beyond the paper's problems use the count "
+                        "in the prior's metadata, 48 for the shipped general priors)")
     s.add_argument("--ensemble", default="none", choices=["none", "hflip", "dihedral"],
                    help="test-time self-ensemble of the prior: run it on mirrored (hflip, 2x "
                         "the time) or mirrored and rotated (dihedral, 8x) copies and average "
@@ -422,8 +441,8 @@ def _add_evaluate_parser(sub) -> None:
 def _add_reproduce_parser(sub) -> None:
     r = sub.add_parser("reproduce", help="the main job: train, pretrain, evaluate, Table 1",
                        description="Train DU-ADMM and OneNet, evaluate the three methods and "
-                                   "print Table 1. --preset quick runs on a 2-core CPU in about "
-                                   "15 minutes on the bundled offline photos.")
+                                   "print Table 1. --preset quick runs on a 2-core CPU in 10-12 "
+                                   "minutes (measured, README) on the bundled offline photos.")
     r.add_argument("--preset", default="quick", choices=["quick", "paper"],
                    help="quick: small networks on a CPU in minutes; paper: the full protocol "
                         "(a GPU is expected)")

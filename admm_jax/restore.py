@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from admm_jax.metrics import psnr
+from admm_jax.operators.convolution import BLUR_RCOND
 from admm_jax.operators import (
     BoxDownsample,
     CircularConvolution,
@@ -50,7 +51,6 @@ Array = jax.Array
 RESTORE_PROBLEMS = ("pid", "si", "bi", "inpaint", "sr", "deblur")
 _MASKED = ("pid", "si", "bi", "inpaint")
 _DEFAULT_NOISE = {"pid": 0.1, "deblur": 0.01}  # the library's problem definitions
-DEBLUR_RCOND = 0.05  # pinv truncation of the deblurring start (as in the built-in problem)
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,11 @@ def _mask_operator(mask: np.ndarray, shape: tuple[int, int, int], where: str) ->
 
 def _blur_operator(deg: Degradation, shape: tuple[int, int, int]) -> CircularConvolution:
     if deg.kernel is None:
-        return gaussian_blur(shape, sigma=deg.blur_sigma, rcond=DEBLUR_RCOND)
+        return gaussian_blur(shape, sigma=deg.blur_sigma, rcond=BLUR_RCOND)
     k = np.asarray(deg.kernel, np.float32)
     k = k / k.sum()
     return CircularConvolution(kernel=circular_kernel(jnp.asarray(k), shape[:2]),
-                               in_shape=tuple(shape), rcond=DEBLUR_RCOND)
+                               in_shape=tuple(shape), rcond=BLUR_RCOND)
 
 
 def _generated_operator(deg: Degradation, key: Array, shape: tuple[int, int, int]

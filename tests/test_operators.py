@@ -35,18 +35,22 @@ from admm_jax.operators import (
     scattered_mask,
     vmap_over_batch,
 )
+from admm_jax.operators.convolution import BLUR_RCOND
 from conftest import dense_matrix, flat_output, take
 
 SHAPE = (8, 8, 3)
 D = math.prod(SHAPE)
 F64 = jnp.float64
-RCOND = 1e-6  # the operators' default rcond; numpy gets the same value
+RCOND = 1e-6  # the dense and orthonormal operators' default rcond; numpy gets the same
+# value. The blurs below are built with it too: their own default (BLUR_RCOND = 0.05, a
+# truncated start for noisy data) is tested apart, in test_blur_default_rcond_*
 
 
 def _random_conv(key):
     psf = jax.random.uniform(key, (3, 3), F64) + 0.1
     psf = psf / psf.sum()
-    return CircularConvolution(kernel=circular_kernel(psf, SHAPE[:2]), in_shape=SHAPE)
+    return CircularConvolution(kernel=circular_kernel(psf, SHAPE[:2]), in_shape=SHAPE,
+                               rcond=RCOND)
 
 
 def _select(key, index):
@@ -63,8 +67,8 @@ FACTORIES = {
     "block_mask": lambda k: block_mask(SHAPE, box_size=3, dtype=F64),
     "box_downsample": lambda k: BoxDownsample(in_shape=SHAPE, factor=2),
     "dense_gaussian_cs": lambda k: gaussian_cs(k, SHAPE, ratio=0.25, dtype=F64),
-    "gaussian_blur": lambda k: gaussian_blur(SHAPE, sigma=0.5, dtype=F64),
-    "box_blur": lambda k: box_blur(SHAPE, size=3, dtype=F64),
+    "gaussian_blur": lambda k: gaussian_blur(SHAPE, sigma=0.5, dtype=F64, rcond=RCOND),
+    "box_blur": lambda k: box_blur(SHAPE, size=3, dtype=F64, rcond=RCOND),
     "select": lambda k: _select(k, 2),
 }
 NAMES = sorted(FACTORIES)
@@ -252,7 +256,7 @@ def test_pinv_matches_numpy(x64, name, wrap):
 @pytest.mark.parametrize("wrap", WRAPS)
 def test_pinv_singular_convolution_uses_rcond(x64, rng, wrap):
     """A 4-tap box on 8 pixels has exact zeros in its spectrum: pinv drops them like numpy."""
-    op = box_blur(SHAPE, size=4, dtype=F64)
+    op = box_blur(SHAPE, size=4, dtype=F64, rcond=RCOND)
     a = dense_matrix(op)
     s = np.linalg.svd(a, compute_uv=False)
     assert s.min() < 1e-12 * s.max()  # genuinely singular
@@ -299,6 +303,29 @@ def test_pinv_convolution_rcond(x64, rng, rcond):
     ref = np.linalg.pinv(a, rcond=rcond) @ y
     np.testing.assert_allclose(np.asarray(op.pinv(jnp.asarray(y.reshape(SHAPE)))).ravel(), ref,
                                rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: gaussian_blur(SHAPE, sigma=2.0, size=7, dtype=F64),
+    lambda: box_blur(SHAPE, size=5, dtype=F64),
+    lambda: CircularConvolution(kernel=gaussian_blur(SHAPE, sigma=1.5, size=7, dtype=F64).kernel,
+                                in_shape=SHAPE)], ids=["gaussian_blur", "box_blur", "class"])
+def test_blur_default_rcond_truncates_the_start(x64, rng, make):
+    """Blurs default to BLUR_RCOND = 0.05: ``pinv`` (the ADMM start) is numpy's pinv at that
+    cutoff, so it amplifies measurement noise at most 1/(rcond·max|K|) times (Parseval over the
+    kept frequencies); with the near-exact cutoff 1e-6 the same noise comes out far larger."""
+    op = make()
+    assert op.rcond == BLUR_RCOND == 0.05
+    a = dense_matrix(op)
+    y = rng.normal(size=D)
+    np.testing.assert_allclose(np.asarray(op.pinv(jnp.asarray(y.reshape(SHAPE)))).ravel(),
+                               np.linalg.pinv(a, rcond=BLUR_RCOND) @ y, rtol=1e-9, atol=1e-9)
+    noise = 0.01 * rng.normal(size=SHAPE)
+    peak = np.abs(np.fft.fft2(np.asarray(op.kernel))).max()
+    gain = np.linalg.norm(op.pinv(jnp.asarray(noise))) / np.linalg.norm(noise)
+    assert gain <= (1 + 1e-9) / (BLUR_RCOND * peak), gain
+    exact = CircularConvolution(kernel=op.kernel, in_shape=SHAPE, rcond=1e-6)
+    assert np.linalg.norm(exact.pinv(jnp.asarray(noise))) / np.linalg.norm(noise) > 1 / BLUR_RCOND
 
 
 @pytest.mark.parametrize("wrap", WRAPS)

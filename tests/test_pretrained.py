@@ -126,6 +126,17 @@ def test_pretrained_errors(tmp_path):
         with pytest.raises(ValueError, match=match):
             load_pretrained_files(tmp_path / "short.npz", tmp_path / "odd.json", "x")
     prior = aj.pretrained("natural")
+    # a problem name that is neither the library's nor the prior's is refused, not defaulted
+    with pytest.raises(ValueError, match=r"unknown problem 'foo'; known problems: .*'deblur'"):
+        prior.rho_for("foo")
+    assert prior.rho_for("cs") == prior.default_rho  # a library problem without its own rho
+    general = aj.pretrained("general")
+    op, y = aj.measure_family("motion_blur", jax.random.PRNGKey(0),
+                              jnp.full((1, 16, 16, 3), 0.5), noise_std=0.01)
+    with pytest.raises(ValueError, match=r"unknown problem 'denoise'.*give rho= or sigma="):
+        general.solve(op, y, problem="denoise")
+    with pytest.raises(ValueError, match=r"multiple of 8 \(e.g. 48, chosen for operators"):
+        general.solve(op, y, sigma=0.01, num_iters=12)
     with pytest.raises(ValueError, match="C = 1 .greyscale. or 3"):
         prior(jnp.zeros((1, 16, 16, 2)))
     with pytest.raises(ValueError, match=">= 8 pixels"):
@@ -258,7 +269,16 @@ def test_solve_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path, capsy
     # a learned-rule prior takes multiples of its T; refused before the folder is made
     _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", "--prior",
                                      "general", "--iters", "12", "--out", "o"],
-                   "num_iters must be a multiple of 8")
+                   "--iters must be a multiple of 8")
+    # the library's argument names become the command's flags
+    for flags, message in ((["--iters", "0"], "--iters must be an integer >= 1, got 0"),
+                           (["--simulate", "--noise", "-0.1"], "--noise must be a finite"),
+                           (["--scale", "0"], "--scale must be an integer >= 2, got 0")):
+        _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", *flags,
+                                         "--out", "o"], message)
+    _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "deblur",
+                                     "--blur-sigma", "-1", "--out", "o"],
+                   "--blur-sigma must be > 0, got -1")
     _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", "--rho", "-1",
                                      "--out", "o"], "rho must be > 0, got -1")
     _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", "--ensemble",

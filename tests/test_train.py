@@ -670,6 +670,7 @@ def test_unet_architecture_trains_saves_and_reloads(tmp_path):
     out = np.asarray(prior_fn(params, x))
     # trained for 3 steps: no longer the identity, and not the untrained prior either
     assert np.abs(out - np.asarray(ref_fn(ref_params, x))).max() > 1e-4
-    with pytest.raises(ValueError, match="differs in architecture"):
+    with pytest.raises(ValueError, match=r"trained with architecture='unet', this call asks "
+                                         r"for architecture='paper'"):
         train(cfg.replace(architecture="paper", steps=4), images, None, tmp_path / "run",
               resume=True, progress=False)

@@ -22,8 +22,10 @@ from admm_jax import problems as P
 from admm_jax.admm import converging_admm, unrolled_admm
 from admm_jax.operators import (
     BoxDownsample,
+    CircularConvolution,
     FunctionOperator,
     LinearOperator,
+    Mask,
     SelectOperator,
     as_custom,
     block_mask,
@@ -137,6 +139,25 @@ def test_mask_generators_refuse_box_sizes_that_do_not_fit():
         block_mask(SHAPE, box_size=9)
     with pytest.raises(ValueError, match=r"size must be >= 1 and <= 8, got 0"):
         box_blur(SHAPE, size=0)
+
+
+def test_mask_and_kernel_of_another_size_are_refused_at_construction():
+    """Found by a new-user check: a 64×64 mask on a 32×32 operator was accepted and failed
+    later inside a solve as a raw broadcasting TypeError."""
+    with pytest.raises(ValueError, match=r"mask has shape \(16, 16, 3\); its last 3 axes must "
+                                         r"be the operator's in_shape \(8, 8, 3\)"):
+        Mask(mask=jnp.ones((16, 16, 3)), in_shape=SHAPE)
+    with pytest.raises(ValueError, match=r"kernel has shape \(3, 3\).*\(8, 8\).*circular_kernel"):
+        CircularConvolution(kernel=jnp.ones((3, 3)) / 9, in_shape=SHAPE)
+    # the good neighbours: a batch of masks, a mask shared over channels (as the k-space masks
+    # of an orthonormal FFT are), a batch of kernels, and ops rebuilt by pytree utilities
+    assert Mask(mask=jnp.ones((5,) + SHAPE), in_shape=SHAPE).batch_shape == (5,)
+    shared = Mask(mask=jnp.ones(SHAPE[:2] + (1,)), in_shape=SHAPE)
+    np.testing.assert_array_equal(shared.apply(jnp.full(SHAPE, 2.0)), jnp.full(SHAPE, 2.0))
+    conv = CircularConvolution(kernel=jnp.zeros((4, 8, 8)).at[:, 0, 0].set(1.0), in_shape=SHAPE)
+    assert conv.batch_shape == (4,)
+    assert jax.tree_util.tree_map(lambda _: 0, conv).kernel == 0
+    assert jax.vmap(lambda c: c.apply(jnp.ones(SHAPE)))(conv).shape == (4,) + SHAPE
 
 
 # --------------------------------------------------------------------------- solver arguments

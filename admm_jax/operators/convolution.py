@@ -9,6 +9,11 @@ from admm_jax import _checks
 from admm_jax.operators.base import Array, LinearOperator, operator_pytree, static_field
 
 
+#: pinv truncation of every blur by default (:class:`CircularConvolution`): |K| below 5 % of its
+#: peak is not inverted, so the ADMM start amplifies the measurement noise at most 20 times
+BLUR_RCOND = 0.05
+
+
 @operator_pytree
 class CircularConvolution(LinearOperator):
     """Convolve every channel with the same kernel, with periodic boundaries.
@@ -17,11 +22,29 @@ class CircularConvolution(LinearOperator):
     its centre at index (0, 0) (use :func:`circular_kernel` to embed a small kernel). In the
     Fourier domain ``A = F⁻¹ diag(K) F``, so ``(AᵀA + ρI)⁻¹ b = F⁻¹[F b / (|K|² + ρ)]`` exactly and
     ``A⁺ y = F⁻¹[conj(K) F y / |K|²]`` over the frequencies with ``|K| > rcond · max |K|`` (singular values, as ``numpy.linalg.pinv``).
+
+    ``rcond`` (default :data:`BLUR_RCOND` = 0.05) sets where ``pinv``, the ADMM start
+    ``z⁰ = A⁺y``, stops inverting: a blur's spectrum falls smoothly towards zero, so a tiny
+    cutoff divides the noise by near-zero ``|K|``: a start of amplified noise, unlike any start
+    the learned priors were trained from, which they do not recover from (RESULTS.md §7.0h:
+    `experiments/blur_rcond_probe.py`). It caps the noise gain of the start at ``1/rcond``.
+    Every blur the library
+    builds (its deblurring problem, ``admm-jax solve``, the training families) uses 0.05; pass
+    ``rcond=1e-6`` for the (nearly) exact pseudo-inverse of noise-free data. The solves
+    ``(AᵀA + ρI)⁻¹`` never depend on it.
     """
 
     kernel: Array
     in_shape: tuple[int, ...] = static_field()
-    rcond: float = static_field(default=1e-6)
+    rcond: float = static_field(default=0.05)
+
+    def __post_init__(self) -> None:
+        # as Mask: a kernel of another size is refused here, placeholder leaves pass
+        if hasattr(self.kernel, "shape"):
+            _checks.check_shape("kernel", self.kernel, tuple(self.in_shape[:2]),
+                                f"the image size of in_shape {tuple(self.in_shape)}, after any "
+                                f"batch axes; embed a small PSF with circular_kernel(psf, "
+                                f"(H, W))")
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
@@ -71,11 +94,10 @@ def circular_kernel(psf: Array, image_hw: tuple[int, int]) -> Array:
 
 def gaussian_blur(shape: tuple[int, int, int] = (64, 64, 3), sigma: float = 1.0,
                   size: int | None = None, dtype=jnp.float32,
-                  rcond: float = 1e-6) -> CircularConvolution:
+                  rcond: float = BLUR_RCOND) -> CircularConvolution:
     """Normalised isotropic Gaussian blur of std ``sigma`` pixels, ``size``² taps (odd).
 
-    ``rcond`` truncates ``pinv`` (the ADMM start): with noisy data a larger value (e.g. 0.05)
-    avoids starting from noise amplified by near-zero frequencies."""
+    ``rcond`` truncates ``pinv`` (the ADMM start; :class:`CircularConvolution`)."""
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     size = size or 2 * int(np.ceil(3 * sigma)) + 1
@@ -88,8 +110,10 @@ def gaussian_blur(shape: tuple[int, int, int] = (64, 64, 3), sigma: float = 1.0,
 
 
 def box_blur(shape: tuple[int, int, int] = (64, 64, 3), size: int = 5,
-             dtype=jnp.float32) -> CircularConvolution:
-    """Uniform ``size``×``size`` blur (``size`` >= 1, at most the image size)."""
+             dtype=jnp.float32, rcond: float = BLUR_RCOND) -> CircularConvolution:
+    """Uniform ``size``×``size`` blur (``size`` >= 1, at most the image size); ``rcond`` truncates
+    ``pinv`` (the ADMM start; :class:`CircularConvolution`)."""
     _checks.check_int("size", size, minimum=1, maximum=min(shape[0], shape[1]))
     psf = jnp.full((size, size), 1.0 / (size * size), dtype)
-    return CircularConvolution(kernel=circular_kernel(psf, shape[:2]), in_shape=tuple(shape))
+    return CircularConvolution(kernel=circular_kernel(psf, shape[:2]), in_shape=tuple(shape),
+                               rcond=rcond)

@@ -20,6 +20,18 @@ class Mask(LinearOperator):
     mask: Array
     in_shape: tuple[int, ...] = static_field()
 
+    def __post_init__(self) -> None:
+        # refused here, not as a broadcasting error deep inside a solve; placeholder leaves
+        # (pytree utilities rebuild operators from ints or None) have no shape and pass
+        if not hasattr(self.mask, "shape"):
+            return
+        shape, want = tuple(self.mask.shape), tuple(self.in_shape)
+        tail = shape[len(shape) - len(want):] if len(shape) >= len(want) else None
+        if tail is None or any(m not in (1, w) for m, w in zip(tail, want)):
+            raise ValueError(f"mask has shape {shape}; its last {len(want)} axes must be the "
+                             f"operator's in_shape {want} (or 1 where the mask is shared, e.g. "
+                             f"over channels), after any batch axes")
+
     @classmethod
     def create(cls, mask: Array) -> "Mask":
         mask = jnp.asarray(mask)

@@ -142,10 +142,21 @@ class PretrainedPrior:
     # ------------------------------------------------------------------ settings
     def rho_for(self, problem: str | None = None) -> float:
         """ρ for a named problem ("pid", "bi", "si", "sr", "deblur", ...); ``default_rho`` for
-        ``None`` or a problem the prior has no ρ for."""
+        ``None`` or a library problem the prior has no ρ for. A name that is neither raises
+        ``ValueError`` listing the known ones (a typo must not silently get the default)."""
         if problem is None:
             return self.default_rho
+        self._check_problem(problem)
         return float(self.rho.get(problem, self.default_rho))
+
+    def _check_problem(self, problem: str) -> None:
+        from admm_jax.problems import get_problems
+
+        known = sorted(set(get_problems()) | set(self.rho))
+        if problem not in known:
+            instead = "rho= or sigma=" if self.rho_rule is not None else "rho="
+            raise ValueError(f"prior {self.name!r}: unknown problem {problem!r}; known problems: "
+                             f"{known} (or give {instead} instead of a problem)")
 
     def rho_schedule(self, sigma: float | Array) -> Array:
         """The learned ρ_t(σ) for noise std ``sigma`` ([0, 1] image range): (T,) for a scalar,
@@ -195,6 +206,10 @@ class PretrainedPrior:
                              f"'cycle', got {rule!r}")
         return rule
 
+    def _long_run_hint(self) -> str:
+        n = self.metadata.get("long_runs", {}).get("num_iters")
+        return f" (e.g. {n}, chosen for operators beyond the paper's problems)" if n else ""
+
     def restart_every(self, num_iters: int) -> int | None:
         """T for a prior with a learned rule run for k·T > T iterations with its own schedule
         and the ``"restart"`` :attr:`long_run_rule`; else None (u never restarts)."""
@@ -213,8 +228,10 @@ class PretrainedPrior:
         if isinstance(t, bool) or int(t) != t or t < 1 or t % self.num_iters:
             raise ValueError(
                 f"prior {self.name!r} runs its learned {self.num_iters}-step rho schedule in "
-                f"blocks: num_iters must be a multiple of {self.num_iters} (e.g. 32 for "
-                f"operators beyond the paper's problems), got {t}; or give rho=")
+                f"blocks: num_iters must be a multiple of {self.num_iters}{self._long_run_hint()}"
+                f", got {t}; or give rho=")
+        if problem is not None:
+            self._check_problem(problem)
         if sigma is None and problem is not None:
             from admm_jax.problems import get_problems
 

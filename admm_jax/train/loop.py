@@ -322,9 +322,14 @@ def _write_config(out: Path, cfg: TrainConfig, resume: bool) -> None:
     if resume and cfg_path.exists():
         saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
         keys = ("architecture", "width", "compute_dtype", "batch_size", "objective")
-        if any(getattr(saved, k) != getattr(cfg, k) for k in keys):
-            raise ValueError(f"--resume: config in {cfg_path} differs in architecture/width/"
-                             f"dtype/batch/objective from the one requested")
+        differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
+        if differ:
+            was = ", ".join(f"{k}={getattr(saved, k)!r}" for k in differ)
+            asked = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ)
+            raise ValueError(f"--resume: the run in {out} was trained with {was}, this call asks "
+                             f"for {asked}; its checkpoints need the same {', '.join(keys)} "
+                             f"(give the run's settings again, e.g. the command in "
+                             f"{out / 'provenance.jsonl'})")
     cfg_path.write_text(cfg.to_json())
 
 
