@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from admm_jax.metrics import psnr
-from admm_jax.operators.convolution import BLUR_RCOND
 from admm_jax.operators import (
     BoxDownsample,
     CircularConvolution,
@@ -42,6 +41,7 @@ from admm_jax.operators import (
     pixelwise_mask,
     scattered_mask,
 )
+from admm_jax.operators.convolution import BLUR_RCOND
 
 __all__ = ["Degradation", "RESTORE_PROBLEMS", "simulate", "observe", "restore", "lift_to_rgb",
            "read_image",

@@ -24,14 +24,13 @@ class CircularConvolution(LinearOperator):
     ``A⁺ y = F⁻¹[conj(K) F y / |K|²]`` over the frequencies with ``|K| > rcond · max |K|`` (singular values, as ``numpy.linalg.pinv``).
 
     ``rcond`` (default :data:`BLUR_RCOND` = 0.05) sets where ``pinv``, the ADMM start
-    ``z⁰ = A⁺y``, stops inverting: a blur's spectrum falls smoothly towards zero, so a tiny
-    cutoff divides the noise by near-zero ``|K|``: a start of amplified noise, unlike any start
-    the learned priors were trained from, which they do not recover from (RESULTS.md §7.0h:
-    `experiments/blur_rcond_probe.py`). It caps the noise gain of the start at ``1/rcond``.
-    Every blur the library
-    builds (its deblurring problem, ``admm-jax solve``, the training families) uses 0.05; pass
-    ``rcond=1e-6`` for the (nearly) exact pseudo-inverse of noise-free data. The solves
-    ``(AᵀA + ρI)⁻¹`` never depend on it.
+    ``z⁰ = A⁺y``, stops inverting. A blur's spectrum falls smoothly towards zero, so a tiny
+    cutoff divides the noise by near-zero ``|K|``: the start is amplified noise, unlike any
+    start the learned priors were trained from, and they do not recover from it (RESULTS.md
+    §7.0h, ``experiments/blur_rcond_probe.py``). The cutoff caps the start's noise gain at
+    ``1/(rcond · max |K|)``. Every blur the library builds (its deblurring problem,
+    ``admm-jax solve``, the training families) uses 0.05; pass ``rcond=1e-6`` for the (nearly)
+    exact pseudo-inverse of noise-free data. The solves ``(AᵀA + ρI)⁻¹`` never depend on it.
     """
 
     kernel: Array
