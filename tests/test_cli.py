@@ -49,6 +49,37 @@ def test_evaluate_refuses_to_overwrite_a_filled_output_folder(tmp_path, capsys):
     assert (out / "table.md").read_text() == "a user's earlier table"
 
 
+def test_overwrite_deletes_only_an_admm_jax_output_folder(tmp_path, capsys, monkeypatch):
+    """Found by a new-user check: ``--overwrite`` deleted any folder, ``--out .`` included (the
+    working directory was emptied). Now it replaces only folders an admm-jax command made."""
+    from admm_jax.train.loop import OUTPUT_MARKER, prepare_output_dir
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's notes")
+    assert main(["evaluate", "--n-images", "2", "--out", str(mine), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"holds notes.txt but no {OUTPUT_MARKER}" in err
+    assert (mine / "notes.txt").read_text() == "a user's notes"
+    # the working directory and the folders above it, even if they hold the marker
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    for folder in (work, tmp_path):
+        (folder / OUTPUT_MARKER).write_text("")
+    monkeypatch.chdir(work / "sub")
+    (work / "sub" / "data.txt").write_text("kept")
+    for out in (".", "..", str(tmp_path)):
+        assert main(["evaluate", "--n-images", "2", "--out", out, "--overwrite"]) == 2
+        assert "the current folder, a folder above it or your home" in capsys.readouterr().err
+    assert (work / "sub" / "data.txt").read_text() == "kept"
+    # a folder admm-jax made is replaced: marker written on creation, honoured by --overwrite
+    run = prepare_output_dir(tmp_path / "run", resume=False)
+    assert (run / OUTPUT_MARKER).exists()
+    (run / "old_result.txt").write_text("stale")
+    prepare_output_dir(run, resume=False, overwrite=True)
+    assert sorted(p.name for p in run.iterdir()) == [OUTPUT_MARKER]
+
+
 @pytest.mark.parametrize("probs, message", [
     ("0.5,x,0.2,0.1", "comma-separated numbers"),
     ("0.5,0.5", "problem_probs"),

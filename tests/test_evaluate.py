@@ -108,6 +108,19 @@ def test_same_seed_gives_identical_tables(tiny_eval, tmp_path):
             flipped[k[:2]] = k
 
 
+def test_table2_examples_span_batches_smaller_than_their_number(tmp_path):
+    """Found by a new-user check: with --batch below the 3 example images, the evaluation
+    crashed at the end (IndexError in table2) after all its work; the examples came from the
+    first batch only."""
+    clip = custom_method("clip", lambda v, rho: jnp.clip(v, 0.0, 1.0),
+                         IterativeSettings(0.3, 1e-3, 3))
+    cfg = EvalConfig(problems=("bi",), batch_size=1, seed=7, table2_images=3)
+    records = run_evaluation(_images(4), [clip], cfg, tmp_path, progress=False)
+    assert len(records) == 1 and records[0]["n_images"] == 4
+    for name in ("table2.png", "eval_config.json", "table.json"):
+        assert (tmp_path / name).exists(), name
+
+
 def test_summarize_population_std():
     rows = [{"method": "m", "problem": "p", "psnr": v, "iterations": i, "seconds": 0.0}
             for v, i in ((10.0, 1), (12.0, 3))]

@@ -232,6 +232,7 @@ def _evaluate_block(method: Method, problem: Problem, preset: Preset, base_key,
                                                  ("seconds", np.float64),
                                                  ("iterations", np.int64))}
     block: dict[str, np.ndarray] = {}
+    examples: dict[str, list[np.ndarray]] = {"z": [], "input": []}
     compile_s = None
     for start in range(0, n, bs):
         stop = min(n, start + bs)
@@ -255,10 +256,14 @@ def _evaluate_block(method: Method, problem: Problem, preset: Preset, base_key,
         per_image["seconds"][start:stop] = dt
         for key in hist_sum:
             hist_sum[key] += _forward_fill(np.asarray(res["history"][key])[:, :k]).sum(1)
-        if start == 0:
-            block["ex_z"] = np.asarray(res["z"])[:n_show]
-            block["ex_input"] = np.asarray(res["z0"])[:n_show]
+        if start < n_show:  # the first n_show images: more than one batch when bs < n_show
+            take = min(n_show, stop) - start
+            examples["z"].append(np.asarray(res["z"])[:take])
+            examples["input"].append(np.asarray(res["z0"])[:take])
         bar.update(1)
+    none = np.zeros((0,) + x_all.shape[1:], np.float32)  # table2_images = 0
+    block["ex_z"] = np.concatenate(examples["z"]) if examples["z"] else none
+    block["ex_input"] = np.concatenate(examples["input"]) if examples["input"] else none
     block.update(per_image)
     block.update({f"hist_{k}": v for k, v in hist_sum.items()})
     block["compile_s"] = np.asarray(compile_s)

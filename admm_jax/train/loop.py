@@ -56,21 +56,47 @@ class OutputExistsError(FileExistsError):
     """The output folder already holds a run and neither resume nor overwrite was asked."""
 
 
+#: the file :func:`prepare_output_dir` leaves in every output folder it makes: ``--overwrite``
+#: deletes only a folder that holds it, never a folder of the user's own files
+OUTPUT_MARKER = ".admm_jax_output"
+
+
 def check_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path:
     """Raise what :func:`prepare_output_dir` would raise, touching nothing: call it before
     slow work (loading data) so a refused run fails at once."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"output folder {out} exists and is a file; choose a folder.")
-    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
-        raise OutputExistsError(
-            f"output folder {out} already exists and is not empty; pass --resume to "
-            f"continue that run, --overwrite to replace it, or choose another folder.")
+    if out.exists() and any(out.iterdir()):
+        if not (resume or overwrite):
+            raise OutputExistsError(
+                f"output folder {out} already exists and is not empty; pass --resume to "
+                f"continue that run, --overwrite to replace it, or choose another folder.")
+        if not resume:
+            _check_replaceable(out)
     return out
 
 
+def _check_replaceable(out: Path) -> None:
+    """``--overwrite`` deletes ``out`` with everything in it: only an admm-jax output folder,
+    and never the working directory, a folder above it, or the home folder."""
+    target, here = out.resolve(), Path.cwd().resolve()
+    if target == here or target in here.parents or target == Path.home().resolve():
+        raise OutputExistsError(
+            f"--overwrite would delete {out} ({target}), which is the current folder, a folder "
+            f"above it or your home folder; choose a folder of its own for the outputs.")
+    if not (out / OUTPUT_MARKER).exists():
+        names = sorted(p.name for p in out.iterdir())
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        raise OutputExistsError(
+            f"output folder {out} holds {shown} but no {OUTPUT_MARKER}, the file every admm-jax "
+            f"command leaves in a folder it makes; --overwrite deletes only such folders: "
+            f"delete it yourself if it is yours to replace, or choose another folder.")
+
+
 def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = False) -> Path:
-    """Create ``out_dir``; refuse to reuse a non-empty one unless ``resume`` or ``overwrite``.
+    """Create ``out_dir``; refuse to reuse a non-empty one unless ``resume`` or ``overwrite``
+    (which deletes it first, and only if it is an admm-jax output folder: :data:`OUTPUT_MARKER`).
 
     Call it only after every input was validated, so a refused run leaves no folder behind."""
     out = check_output_dir(out_dir, resume=resume, overwrite=overwrite)
@@ -81,6 +107,9 @@ def prepare_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = F
 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / OUTPUT_MARKER).write_text(
+        "This folder was made by an admm-jax command. Rerunning it with --overwrite deletes the "
+        "folder and everything in it; without this file --overwrite refuses to.\n")
     return out
 
 
