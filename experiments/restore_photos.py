@@ -23,7 +23,6 @@ import argparse
 import csv
 import json
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -140,13 +139,18 @@ def main(argv=None) -> int:
         return 2
 
     import admm_jax as aj
+    from admm_jax.train import prepare_output_dir
+    from admm_jax.train.loop import check_output_dir
 
+    try:  # a filled --out only with --overwrite, and only a folder an admm-jax command made
+        check_output_dir(args.out, resume=False, overwrite=args.overwrite)
+    except (FileExistsError, NotADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     prior = aj.pretrained(args.prior)
     photos = load_photos(folder, args.n, args.size)
     problems = [p for p in args.problems.split(",") if p]
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True)
+    prepare_output_dir(args.out, resume=False, overwrite=args.overwrite)
     rows, timing = [], {}
     for mode in ("rgb", "grey"):
         images = [rgb if mode == "rgb" else grey for _, rgb, grey in photos]
