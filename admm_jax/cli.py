@@ -197,37 +197,20 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- solve
-#: the library's argument names in its error messages -> the solve command's flags
-_SOLVE_FLAGS = ((r"\bnum_iters\b", "--iters"), (r"\bnoise_std\b", "--noise"),
-                (r"\bblur_sigma\b", "--blur-sigma"), (r"^scale\b", "--scale"),
-                (r"^rho\b", "--rho"), (r"\brho=", "--rho"), (r"\bsigma=", "--noise"))
-
-
-def _in_flag_names(exc: ValueError, table: tuple[tuple[str, str], ...]) -> ValueError:
-    """The same error, naming the command's flags instead of the library's arguments."""
-    text = str(exc)
-    for pattern, flag in table:
-        text = re.sub(pattern, flag, text)
-    return ValueError(text)
-
-
 def cmd_solve(args: argparse.Namespace) -> int:
     from admm_jax.pretrained_priors import pretrained
     from admm_jax.restore import Degradation, read_kernel, read_mask, restore_files
 
-    try:
-        deg = Degradation(
-            args.problem, noise_std=args.noise, scale=args.scale, blur_sigma=args.blur_sigma,
-            kernel=None if args.kernel is None else read_kernel(args.kernel),
-            mask=None if args.mask is None else read_mask(args.mask))
-        prior = pretrained(args.prior, ensemble=args.ensemble)
-        grey = True if args.grey else None
-        records = restore_files(args.inputs, args.out, deg, prior=prior,
-                                simulate_first=args.simulate, grey=grey, rho=args.rho,
-                                num_iters=args.iters, seed=args.seed, overwrite=args.overwrite,
-                                progress=not args.no_progress)
-    except ValueError as exc:
-        raise _in_flag_names(exc, _SOLVE_FLAGS) from exc
+    deg = Degradation(
+        args.problem, noise_std=args.noise, scale=args.scale, blur_sigma=args.blur_sigma,
+        kernel=None if args.kernel is None else read_kernel(args.kernel),
+        mask=None if args.mask is None else read_mask(args.mask))
+    prior = pretrained(args.prior, ensemble=args.ensemble)
+    grey = True if args.grey else None
+    records = restore_files(args.inputs, args.out, deg, prior=prior,
+                            simulate_first=args.simulate, grey=grey, rho=args.rho,
+                            num_iters=args.iters, seed=args.seed, overwrite=args.overwrite,
+                            progress=not args.no_progress)
     for r in records:
         if "psnr" in r:
             print(f"{r['file']}: {r['problem']} {r['height']}x{r['width']}x{r['channels']}  "
@@ -455,6 +438,37 @@ def _add_reproduce_parser(sub) -> None:
     r.set_defaults(func=cmd_reproduce)
 
 
+#: the library's argument names in its error messages -> the commands' flags
+_SOLVE_FLAGS = ((r"\bnum_iters\b", "--iters"), (r"\bnoise_std\b", "--noise"),
+                (r"\bblur_sigma\b", "--blur-sigma"), (r"^scale\b", "--scale"),
+                (r"^rho\b", "--rho"),
+                # "give rho=" / "sigma= (...)" (an argument to pass, no value after it)
+                (r"\brho=(?=[\s,;)]|$)", "--rho"), (r"\bsigma=(?=[\s,;)]|$)", "--noise"))
+
+
+_CONFIG_FLAGS = tuple((rf"\b{name}\b", flag) for name, flag in (  # identifiers: anywhere
+    ("batch_size", "--batch"), ("num_iters", "--iters"), ("learning_rate", "--lr"),
+    ("checkpoint_every", "--checkpoint-every"), ("val_every", "--val-every"),
+    ("compute_dtype", "--dtype"), ("loss_every", "--loss-every"), ("rho_period", "--rho-period"),
+    ("rho_rule", "--rho-rule"), ("operator_mix", "--operator-mix"),
+    ("init_weights", "--init-weights"), ("problem_probs", "--problem-probs"))) + tuple(
+    (rf"^{name}\b", f"--{name}") for name in (  # plain words: only as the message's subject
+        "problems", "steps", "width", "seed", "architecture", "objective", "loss"))
+
+
+#: which table each command's errors are read through (the library's messages name its own
+#: arguments, ``batch_size``; a command's user typed ``--batch``)
+_FLAG_TABLES = {"solve": _SOLVE_FLAGS, "train": _CONFIG_FLAGS, "evaluate": _CONFIG_FLAGS,
+                "pretrain-onenet": _CONFIG_FLAGS, "reproduce": _CONFIG_FLAGS}
+
+
+def _in_flag_names(text: str, command: str) -> str:
+    """An error message of ``command``, naming its flags instead of the library's arguments."""
+    for pattern, flag in _FLAG_TABLES.get(command, ()):
+        text = re.sub(pattern, flag, text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every error becomes one line on stderr and exit code 2 (see
     :data:`USER_ERRORS`), Ctrl-C exit code 130. ``--debug`` anywhere prints the traceback."""
@@ -472,14 +486,14 @@ def main(argv: list[str] | None = None) -> int:
             import traceback
 
             traceback.print_exc()
-        print(_one_line(exc, isinstance(exc, _user_errors())), file=sys.stderr)
+        print(_one_line(exc, isinstance(exc, _user_errors()), args.command), file=sys.stderr)
         return 2
 
 
-def _one_line(exc: BaseException, expected: bool) -> str:
+def _one_line(exc: BaseException, expected: bool, command: str = "") -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     if expected:
-        return f"error: {text}"
+        return f"error: {_in_flag_names(text, command)}"
     return (f"error: unexpected {type(exc).__name__}: {text} (a bug: rerun with --debug for "
             f"the traceback and report it)")
 

@@ -82,8 +82,8 @@ def test_overwrite_deletes_only_an_admm_jax_output_folder(tmp_path, capsys, monk
 
 @pytest.mark.parametrize("probs, message", [
     ("0.5,x,0.2,0.1", "comma-separated numbers"),
-    ("0.5,0.5", "problem_probs"),
-    ("-0.1,0.5,0.3,0.3", "problem_probs"),
+    ("0.5,0.5", "--problem-probs must have one entry per problem"),
+    ("-0.1,0.5,0.3,0.3", "--problem-probs"),
 ])
 def test_train_bad_problem_probs_named(tmp_path, capsys, probs, message):
     out = tmp_path / "run"
@@ -129,6 +129,19 @@ def _refused(capsys, argv: list[str], out: Path, fragment: str) -> None:
     assert main(argv) == 2
     _one_error_line(capsys.readouterr().err, fragment)
     assert not out.exists(), f"{out} was left behind"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch", "0"], "--batch must be >= 1, got 0"),
+    (["--iters", "0"], "--iters must be >= 1, got 0"),
+    (["--lr", "0"], "--lr must be > 0, got 0.0"),
+    (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1, got 0"),
+    (["--loss-every", "3", "--iters", "8"], "--loss-every=3 must divide --iters=8"),
+])
+def test_train_errors_name_the_flags(tmp_path, capsys, flags, message):
+    """Found by a new-user check: the errors named the library's arguments (batch_size, ...)."""
+    out = tmp_path / "run"
+    _refused(capsys, ["train", *flags, "--out", str(out), "--no-progress"], out, message)
 
 
 def test_train_unknown_problem_refused_before_any_folder(tmp_path, capsys):
