@@ -10,7 +10,7 @@ Conventions: images are NHWC float32 in [0, 1] at every public function; the net
 explicit ``jax.random`` keys.
 """
 
-import importlib
+import importlib as _importlib
 
 from admm_jax.admm import (
     ADMMResult,
@@ -93,10 +93,15 @@ _LAZY_NAMES = {
 
 def __getattr__(name):
     if name in _LAZY:
-        return importlib.import_module(f"admm_jax.{name}")
+        return _importlib.import_module(f"admm_jax.{name}")
     if name in _LAZY_NAMES:
-        return getattr(importlib.import_module(f"admm_jax.{_LAZY_NAMES[name]}"), name)
+        return getattr(_importlib.import_module(f"admm_jax.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'admm_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    # the lazily imported names too (tab completion, dir(admm_jax)), not only those loaded
+    return sorted(set(globals()) | set(__all__) | _LAZY)
 
 
 __all__ = [

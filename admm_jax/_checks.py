@@ -25,6 +25,13 @@ def is_concrete(x: Any) -> bool:
 def check_float(name: str, x: Any) -> None:
     """Raise ``TypeError`` unless ``x`` has a floating dtype."""
     dtype = jnp.result_type(x)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"{name} must be real, got {dtype}: complex measurements (Fourier / k-space "
+            f"sampling) are passed as a real array with a last axis of 2, real and imaginary "
+            f"parts (jnp.stack([y.real, y.imag], -1)); admm_jax.operators.SampledOrthonormal "
+            f"documents the layout."
+        )
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(
             f"{name} must have a floating dtype (float32 or float64), got {dtype}; "

@@ -110,8 +110,9 @@ def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
         return
     if isinstance(expected[0], tuple):  # SelectOperator: one slot per branch
         if not isinstance(y, (tuple, list)) or len(y) != len(expected):
-            raise ValueError(f"y must be a tuple of {len(expected)} measurement batches "
-                             f"(one per branch of the SelectOperator)")
+            raise ValueError(f"y must be a tuple of {len(expected)} measurement batches, one "
+                             f"per operator of the {type(op).__name__} (its measurements have "
+                             f"shapes {list(expected)})")
         pairs = list(zip(y, expected))
     else:
         pairs = [(y, expected)]
@@ -126,8 +127,9 @@ def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
             raise ValueError("all measurement slots must share the batch size")
         _checks.check_finite(name, yk)
     if op.is_batched and op.batch_shape[0] != batch:
-        raise ValueError(f"batch of {op.batch_shape[0]} operators does not match the batch of "
-                         f"{batch} measurements")
+        raise ValueError(f"{type(op).__name__} is a batch of {op.batch_shape[0]} operators (the "
+                         f"leading axis of its arrays) but y has a batch of {batch} measurements; "
+                         f"give one operator per measurement, or one unbatched operator for all")
     _checks.check_positive("rho", rho, "the ADMM penalty")
 
 
@@ -148,7 +150,10 @@ def _per_sample(rho: Array, like: Array) -> Array:
 
 
 def initial_state(op: LinearOperator, y: Any) -> ADMMState:
-    """``z⁰ = A⁺ y``, ``u⁰ = 0``, ``x⁰ = z⁰`` (x⁰ is never used by the iteration)."""
+    """``z⁰ = A⁺ y``, ``u⁰ = 0``, ``x⁰ = z⁰`` (x⁰ is never used by the iteration).
+
+    ``y``: a batch of measurements, (B,) + ``op.out_shape``; returns an :class:`ADMMState`
+    whose ``x``, ``z``, ``u`` have shape (B,) + ``op.in_shape`` (images: (B, H, W, C))."""
     z0 = vmap_over_batch(lambda o, yy: o.pinv(yy), op, y)
     return ADMMState(x=z0, z=z0, u=jnp.zeros_like(z0))
 
@@ -276,10 +281,18 @@ def converging_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, 
     of the iteration at which the rule fired plus one, or ``max_iters`` (spec §4.3).
 
     Args:
+      prox: ``prox(v, rho) -> x`` on (B, H, W, C) batches (see module docstring).
+      op: operator (shared) or batch of B operators.
+      y: measurements, (B,) + ``op.out_shape``.
+      rho: penalty, > 0: a scalar or (B,) (one per sample), fixed over the iterations.
       tol: stopping tolerance on RMS(x − z) in the [0, 1] image domain; scalar or (B,).
       max_iters: iteration cap (static).
       x_true: optional ground truth (B, H, W, C) for the PSNR history.
-    Returns: :class:`ADMMResult`.
+      z0: optional initial z (B, H, W, C); default ``A⁺ y``.
+      validate: check shapes, dtypes and values first (skip only inside your own checks).
+    Returns: :class:`ADMMResult`: ``z`` (B, H, W, C), per-sample ``iterations`` (B,), and
+    per-iteration histories (max_iters, B) of RMS(x − z), ½‖y − Az‖² and, with ``x_true``,
+    PSNR.
     """
     max_iters = _checks.check_int("max_iters", max_iters, minimum=1)
     if validate:

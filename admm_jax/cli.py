@@ -180,7 +180,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     images = _load(args.data, "test", args.cache_dir, args.n_images,
                    progress=not args.no_progress)
     out = prepare_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
-    print(f"evaluating {[m.name for m in methods]} on {len(images)} images, problems "
+    fewer = (f" (--n-images {args.n_images}: the test split has only {len(images)})"
+             if args.n_images is not None and len(images) < args.n_images else "")
+    print(f"evaluating {[m.name for m in methods]} on {len(images)} images{fewer}, problems "
           f"{list(cfg.problems)}, {cfg.preset} preset")
     records = run_evaluation(images, methods, cfg, out, progress=not args.no_progress,
                              resume=args.resume)
@@ -459,7 +461,7 @@ _CONFIG_FLAGS = tuple((rf"\b{name}\b", flag) for name, flag in (  # identifiers:
 #: which table each command's errors are read through (the library's messages name its own
 #: arguments, ``batch_size``; a command's user typed ``--batch``)
 _FLAG_TABLES = {"solve": _SOLVE_FLAGS, "train": _CONFIG_FLAGS, "evaluate": _CONFIG_FLAGS,
-                "pretrain-onenet": _CONFIG_FLAGS, "reproduce": _CONFIG_FLAGS}
+                "pretrain-onenet": _CONFIG_FLAGS}
 
 
 def _in_flag_names(text: str, command: str) -> str:

@@ -535,7 +535,13 @@ def sample_family_batch(mix: FamilyMix, key: Array, images: Array) -> FamilyBatc
 def measure_family(family: str | Family, key: Array, images: Array, noise_std: float
                    ) -> tuple[LinearOperator, Array]:
     """One operator per image from ``family`` (keys ``fold_in(key, i)``) and
-    ``y = A x + noise_std · ξ``. Returns (batch of operators, y)."""
+    ``y = A x + noise_std · ξ``.
+
+    ``family``: a name of :data:`TRAINING_FAMILIES` or :data:`HELD_OUT_FAMILIES`, or a
+    :class:`Family`; ``images``: (B, H, W, C) float in [0, 1]; ``noise_std``: σ of the white
+    Gaussian noise ξ in the same [0, 1] units. Returns (a batch of B operators, ``y`` of shape
+    (B,) + the operator's measurement shape, e.g. (B, H, W, C), or (B, H, W, C, 2) for
+    k-space)."""
     fam = get_family(family) if isinstance(family, str) else family
     _checks.check_unit_images("images", images)
     shape = tuple(images.shape[1:])

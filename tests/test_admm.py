@@ -433,7 +433,10 @@ def test_bad_inputs_raise_clear_errors(x64):
             solver(op, jnp.ones((2,) + SHAPE, jnp.int32), 0.3)
         with pytest.raises(TypeError, match="floating dtype"):
             solver(op, np.ones((2,) + SHAPE, np.uint8), 0.3)
-        with pytest.raises(ValueError, match="batch of 3 operators does not match the batch of 2"):
+        with pytest.raises(TypeError, match=r"must be real, got complex64.*last axis of 2"):
+            solver(op, jnp.ones((2,) + SHAPE, jnp.complex64), 0.3)
+        with pytest.raises(ValueError, match="is a batch of 3 operators .the leading axis of its "
+                                             "arrays. but y has a batch of 2 measurements"):
             solver(_mask_batch(3), y, 0.3)
         with pytest.raises(ValueError, match=r"rho must be a scalar or have shape \(2,\)"):
             solver(op, y, jnp.asarray([0.3, 0.3, 0.3]))

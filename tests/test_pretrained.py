@@ -145,6 +145,27 @@ def test_pretrained_errors(tmp_path):
         prior(jnp.zeros((1, 16, 16, 3), jnp.uint8))
 
 
+def test_general_prior_solve_takes_one_noise_level_per_sample_and_a_traced_one():
+    """Found by a new-user check: sigma as an array raised a bare TypeError, although
+    rho_schedule documents (B,) levels. Per-sample levels must equal solving each sample with
+    its own level; a traced sigma (under jit) must equal the eager scalar."""
+    prior = aj.pretrained("general")
+    x = jnp.asarray(bundled_dataset("test", n=2)[:, :16, :16], jnp.float32) / 255
+    op, y = aj.measure_family("motion_blur", jax.random.PRNGKey(0), x, noise_std=0.01)
+    both = prior.solve(op, y, sigma=jnp.array([0.0, 0.05]))
+    for i, level in enumerate((0.0, 0.05)):
+        one = prior.solve(jax.tree_util.tree_map(lambda a: a[i:i + 1], op), y[i:i + 1],
+                          sigma=level)
+        np.testing.assert_allclose(np.asarray(both[i:i + 1]), np.asarray(one), atol=1e-4)
+    traced = jax.jit(lambda s: prior.solve(op, y, sigma=s))(0.05)
+    np.testing.assert_allclose(np.asarray(traced), np.asarray(prior.solve(op, y, sigma=0.05)),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match=r"one per sample \(B,\), got shape \(2, 2\)"):
+        prior.solve(op, y, sigma=jnp.full((2, 2), 0.01))
+    with pytest.raises(ValueError, match=r"in \[0, 1\] or one per sample .*2.0"):
+        prior.solve(op, y, sigma=jnp.array([0.01, 2.0]))
+
+
 def test_prox_any_size_pads_by_reflection_and_crops_back():
     """Odd sizes: the prox equals the network on the NumPy-reflect-padded image, cropped; sizes
     divisible by 4 go through the network unchanged; greyscale = mean of the RGB outputs."""

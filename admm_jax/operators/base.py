@@ -14,7 +14,9 @@ Methods and what they compute (all exact unless stated):
 * ``normal(x)``   -> ``Aᵀ A x``
 * ``solve(b, rho)`` -> ``(AᵀA + ρ I)⁻¹ b``; closed form where the structure allows it, conjugate
   gradients otherwise (differentiable in ``b`` and ``ρ`` by implicit differentiation)
-* ``pinv(y)``     -> ``A⁺ y``, the minimum-norm least-squares solution
+* ``pinv(y)``     -> ``A⁺ y``, the minimum-norm least-squares solution (the ADMM start); the
+  closed forms leave out singular values below ``rcond · max``: 1e-6 by default, 0.05 for the
+  blurs, whose spectra fall smoothly to zero (:class:`~admm_jax.operators.CircularConvolution`)
 * ``solve_method`` -> which path ``solve`` takes: ``"closed form: ..."`` or ``"cg (tol, maxiter)"``
 
 The CG fallback stops at the relative residual ``cg_tol`` or after ``cg_maxiter`` iterations:
@@ -133,8 +135,11 @@ def operator_pytree(cls: type[T]) -> type[T]:
 
 
 class LinearOperator:
-    """Base class of all measurement operators (see the module docstring).
+    """Base class of all measurement operators (the module docstring has the whole protocol).
 
+    One operator maps ONE image ``x`` of shape ``in_shape`` (e.g. (H, W, C), float) to its
+    measurement ``apply(x)`` of shape ``out_shape``; a batch of operators carries a leading
+    axis on its array fields (``batch_shape``) and the solvers map it over a (B, ...) batch.
     Subclasses must define the static field ``in_shape`` and implement ``apply``; they may
     override ``adjoint``, ``solve`` and ``pinv`` with exact closed forms.
     """

@@ -40,8 +40,15 @@ _MAX_REMEMBERED = 256
 
 @operator_pytree
 class FunctionOperator(LinearOperator):
-    """``A x = fn(params, x)``; ``params`` is any pytree of arrays (a leaf axis 0 = batch if
-    ``batched``). ``fn`` is static: pass the same function object to avoid recompiles.
+    """``A x = fn(params, x)``, a linear operator given only by its forward map.
+
+    ``fn(params, x)``: ONE sample ``x`` of shape ``in_shape`` (e.g. (H, W, C), float, the
+    [0, 1] image domain) → its measurement, an array of any shape (or a tuple of arrays).
+    The solvers batch it themselves (``jax.vmap``); the adjoint comes from
+    ``jax.linear_transpose`` and the solves from conjugate gradients.
+    ``params``: any pytree of arrays; with ``batched=True`` every leaf's axis 0 is the batch
+    (one operator per sample, ``fn`` then sees one sample's slice of each leaf).
+    ``fn`` is a static field: pass the same function object to avoid recompiles.
 
     Built from concrete arrays, it checks that ``fn`` is linear in ``x`` (``ValueError``
     otherwise, see :func:`check_linearity`)."""

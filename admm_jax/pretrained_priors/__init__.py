@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from admm_jax import _checks
 from admm_jax.priors.build import build_prior_network, image_size_multiple
 from admm_jax.priors.ensemble import check_ensemble, ensemble_average
 
@@ -163,21 +164,27 @@ class PretrainedPrior:
         (T, B) for (B,) noise levels. Only for priors with a ``rho_rule``."""
         if self.rho_rule is None:
             raise ValueError(f"prior {self.name!r} has no learned rho rule; use rho_for(problem)")
-        from admm_jax import _checks
         from admm_jax.rho_rules import rho_schedule
 
-        _checks.check_in_range("sigma", sigma, 0.0, 1.0)
+        if jnp.ndim(sigma) == 0:
+            _checks.check_in_range("sigma", sigma, 0.0, 1.0)
+        elif _checks.is_concrete(sigma):  # one noise level per sample
+            levels = np.asarray(sigma, np.float64)
+            if levels.ndim != 1 or not np.all((levels >= 0) & (levels <= 1)):
+                raise ValueError(f"sigma must be a noise level in [0, 1] or one per sample "
+                                 f"(B,), got {levels.tolist()}")
         sched = rho_schedule(self.rho_rule, sigma)
         return sched[:, 0] if jnp.ndim(sigma) == 0 else sched
 
     def solve(self, op: Any, y: Any, *, rho: Array | float | None = None,
-              problem: str | None = None, sigma: float | None = None,
+              problem: str | None = None, sigma: float | Array | None = None,
               num_iters: int | None = None) -> Array:
         """``num_iters`` (default T) unrolled ADMM iterations with this prior: ``z`` of the
         operator's input shape (batched like ``y``).
 
-        ρ: ``rho`` if given; else, for a prior with a learned rule, ρ_t(σ) with ``sigma`` (or
-        the named problem's noise level); else :meth:`rho_for` ``(problem)``.
+        ρ: ``rho`` if given; else, for a prior with a learned rule, ρ_t(σ) with ``sigma`` (the
+        noise std in the [0, 1] image range: one for the batch, or one per sample, shape (B,);
+        default: the named problem's noise level); else :meth:`rho_for` ``(problem)``.
 
         A prior with a learned rule runs ``num_iters`` = k·T (k = 1, 2, ...) iterations as k
         blocks of its T-step schedule, each block continuing from the previous one; whether
@@ -217,11 +224,12 @@ class PretrainedPrior:
             return None
         return self.num_iters if self.long_run_rule == "restart" else None
 
-    def default_rho_for(self, problem: str | None, sigma: float | None,
+    def default_rho_for(self, problem: str | None, sigma: float | Array | None,
                         num_iters: int | None = None) -> Array | float:
         """What :meth:`solve` uses when no ρ is given: for a prior with a learned rule its
         schedule at σ (given, or the named problem's noise level) tiled to ``num_iters``
-        = k·T iterations, shape (k·T, 1); else the per-problem ρ."""
+        = k·T iterations, shape (k·T, 1), or (k·T, B) for B noise levels; else the per-problem
+        ρ."""
         t = self.num_iters if num_iters is None else num_iters
         if self.rho_rule is None:
             return self.rho_for(problem)
@@ -240,7 +248,13 @@ class PretrainedPrior:
         if sigma is None:
             raise ValueError(f"prior {self.name!r} chooses rho from the noise level: give "
                              f"sigma= (noise std in the [0, 1] image range) or rho=")
-        sched = self.rho_schedule(float(sigma))[:, None]
+        if jnp.ndim(sigma) > 1:
+            raise ValueError(f"sigma must be one noise level, or one per sample (B,), got "
+                             f"shape {jnp.shape(sigma)}")
+        if jnp.ndim(sigma) == 0 and _checks.is_concrete(sigma):
+            sigma = float(sigma)
+        sched = self.rho_schedule(sigma)  # (T,) or (T, B)
+        sched = sched[:, None] if sched.ndim == 1 else sched
         return jnp.tile(sched, (int(t) // self.num_iters, 1))
 
     @property

@@ -238,7 +238,15 @@ def restore_pytree(directory: str | os.PathLike, template: Any, what: str) -> An
                 return ckptr.restore(directory, template)
         except Exception as exc:  # orbax raises many types
             raise CheckpointError(f"could not restore the {what} from {directory}: "
-                                  f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                                  f"{type(exc).__name__}: {_short_reason(exc)}") from exc
+
+
+def _short_reason(exc: BaseException, limit: int = 300) -> str:
+    """The part of an orbax / TensorStore error a user can read: before its dump of the
+    store's full spec ("See full TensorStore details: <bound method ...>"), one line, capped."""
+    text = str(exc).split("See full TensorStore details")[0]
+    text = " ".join(text.split()).rstrip(" .;:,")
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _key_path(path: tuple) -> tuple[str, ...]:
