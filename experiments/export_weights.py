@@ -58,7 +58,11 @@ def main(argv=None) -> int:
         for p in extra:
             (shutil.copytree if p.is_dir() else shutil.copy2)(p, folder / p.name)
 
-    out = save_weights(dst, params, config_json, storage_dtype=args.dtype, extra=copy_extra)
+    try:
+        out = save_weights(dst, params, config_json, storage_dtype=args.dtype, extra=copy_extra)
+    except FileExistsError as exc:  # an existing dst that is not a weights folder
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"weights ({args.dtype}) written to {out} ({size / 1e6:.1f} MB)")
     return 0

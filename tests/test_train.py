@@ -635,6 +635,13 @@ def test_save_weights_bf16_roundtrip_and_atomic_replace(tmp_path, tiny_prior, mo
     for a, b in zip(jax.tree_util.tree_leaves(still), jax.tree_util.tree_leaves(params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+    # it replaces only a weights folder: a folder of other files is refused and kept
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("kept")
+    with pytest.raises(FileExistsError, match="is not a weights folder"):
+        save_weights(other, params, cfg.to_json())
+    assert (other / "mine.txt").read_text() == "kept"
 
 
 def test_problem_probs_validated_and_used():

@@ -151,6 +151,10 @@ def save_weights(path: str | os.PathLike, params: Any, config_json: str, *,
     import jax.numpy as jnp
 
     path = Path(path).absolute()
+    if path.exists() and not (path / "state").is_dir():
+        # it replaces only weights it wrote: never a folder of other files (e.g. ".")
+        raise FileExistsError(f"{path} exists and is not a weights folder (it has no state/); "
+                              f"saving weights there would delete it: choose another path")
     path.parent.mkdir(parents=True, exist_ok=True)
     if storage_dtype not in (None, "float32", "bfloat16"):
         raise ValueError(f"storage_dtype must be None, 'float32' or 'bfloat16', got "

@@ -81,7 +81,11 @@ def _check_replaceable(out: Path) -> None:
     """``--overwrite`` deletes ``out`` with everything in it: only an admm-jax output folder,
     and never the working directory, a folder above it, or the home folder."""
     target, here = out.resolve(), Path.cwd().resolve()
-    if target == here or target in here.parents or target == Path.home().resolve():
+    try:
+        home = Path.home().resolve()
+    except RuntimeError:  # no home folder known (HOME unset and no password entry)
+        home = None
+    if target == here or target in here.parents or target == home:
         raise OutputExistsError(
             f"--overwrite would delete {out} ({target}), which is the current folder, a folder "
             f"above it or your home folder; choose a folder of its own for the outputs.")
