@@ -1,6 +1,6 @@
 """Per-convolution cost of the training step's priors: forward, input gradient, weight gradient.
 
-    python benchmarks/probe_conv_grads.py [--arch paper unet] [--repeats 20] [--out FILE]
+    python benchmarks/probe_conv_grads.py [--arch paper unet] [--repeats 20] [--torch] [--out FILE]
 
 Records every ``admm_jax.priors.conv2d`` call one prior evaluation makes (the paper prior at
 width 0.25 on batch 2, the U-Net at width 0.25 on batch 4, i.e. the issue-#13 step settings),
@@ -17,11 +17,20 @@ then times each distinct shape, jit-compiled, median of ``repeats`` runs:
 
 Each alternative is checked against ``gw`` before it is timed. Times are per call of one
 convolution (the step calls each one T = 8 times forward and backward).
+
+``--torch`` adds PyTorch's CPU kernels (oneDNN) for the same convolution in the same process
+(channels-last tensors, ``torch.set_num_threads(os.cpu_count())``): ``torch_fwd``, ``torch_gx``
+and ``torch_gw`` (``aten.convolution_backward`` asked for one gradient at a time), their output
+checked against admm_jax's first. Asymmetric padding (the stride-2 layers) is applied to torch's
+input once, outside the timing, since ``torch.nn.functional.conv2d`` pads symmetrically only.
+``fwd_cores`` / ``torch_fwd_cores``: process CPU time over wall time while the forward runs,
+i.e. how many of the machine's cores each library keeps busy on that convolution.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -103,7 +112,54 @@ def time_fn(fn, args, repeats):
     return statistics.median(ts)
 
 
-def probe(shape, repeats):
+def cores_busy(run, seconds: float = 0.5) -> float:
+    """Process CPU time over wall time while ``run`` is called for about ``seconds`` (after one
+    warm-up call; long enough that the CPU clock's granularity does not matter)."""
+    run()
+    c0, t0 = time.process_time(), time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        run()
+    return (time.process_time() - c0) / (time.perf_counter() - t0)
+
+
+def probe_torch(row, x, kernel, g, strides, pads, repeats):
+    """PyTorch's forward and each gradient of the same convolution, in ``row`` (ms)."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    cl = torch.channels_last
+    xp = np.pad(np.asarray(x), ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+    xt = torch.from_numpy(xp).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+    kt = torch.from_numpy(np.array(kernel)).permute(3, 2, 0, 1).contiguous()
+    gt = torch.from_numpy(np.asarray(g)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+    with torch.no_grad():
+        out = torch.nn.functional.conv2d(xt, kt, stride=strides)
+        ref = np.asarray(conv2d(x, kernel, strides, pads))
+        err = np.max(np.abs(out.permute(0, 2, 3, 1).numpy() - ref)) / np.max(np.abs(ref))
+        assert err < 1e-4, ("torch forward differs", err)
+
+        def fwd():
+            torch.nn.functional.conv2d(xt, kt, stride=strides)
+
+        def grad(mask):
+            return lambda: torch.ops.aten.convolution_backward(
+                gt, xt, kt, None, list(strides), [0, 0], [1, 1], False, [0, 0], 1, mask)
+
+        for name, run in (("torch_fwd", fwd), ("torch_gx", grad([True, False, False])),
+                          ("torch_gw", grad([False, True, False]))):
+            for _ in range(2):
+                run()
+            ts = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                run()
+                ts.append(1e3 * (time.perf_counter() - t0))
+            row[name + "_ms"] = statistics.median(ts)
+        row["torch_fwd_cores"] = cores_busy(fwd)
+
+
+def probe(shape, repeats, with_torch=False):
     xs, ks, strides, pads = shape
     kx, kk, kg = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(kx, xs)
@@ -117,6 +173,10 @@ def probe(shape, repeats):
     row["fwd_ms"] = time_fn(conv, (x, kernel), repeats)
     row["gx_ms"] = time_fn(gx_only, (x, kernel, g), repeats)
     row["gw_ms"] = time_fn(gw_only, (x, kernel, g), repeats)
+    fwd = jax.jit(conv).lower(x, kernel).compile()
+    row["fwd_cores"] = cores_busy(lambda: jax.block_until_ready(fwd(x, kernel)))
+    if with_torch:
+        probe_torch(row, x, kernel, g, strides, pads, repeats)
     if strides == (1, 1):
         ref = gw_only(x, kernel, g)
         for name, form in (("gw_shift", gw_shift), ("gw_im2col", gw_im2col)):
@@ -132,22 +192,37 @@ def main() -> None:
     parser.add_argument("--arch", nargs="+", default=["paper", "unet"], choices=["paper", "unet"])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--out", default=None, help="JSON file for the rows")
+    parser.add_argument("--torch", action="store_true",
+                        help="also time PyTorch's kernels for each convolution (needs torch)")
     args = parser.parse_args()
+    if args.torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            parser.exit(2, "error: --torch needs PyTorch: pip install torch "
+                           "(the CPU build is enough)\n")
     rows = []
     for arch in args.arch:
         batch = 2 if arch == "paper" else 4
         for shape, n in record_shapes(arch, batch):
-            r = probe(shape, args.repeats)
+            r = probe(shape, args.repeats, args.torch)
             r.update(arch=arch, calls_per_eval=n)
             rows.append(r)
             alts = "  ".join(f"{k[:-3]} {r[k]:7.3f}" for k in ("gw_shift_ms", "gw_im2col_ms")
                              if k in r)
+            if args.torch:
+                alts += "  torch " + "  ".join(f"{k} {r[f'torch_{k}_ms']:7.3f}"
+                                               for k in ("fwd", "gx", "gw"))
             print(f"{arch:5s} x{str(r['x']):18s} k{str(r['kernel']):16s} n={n}  "
                   f"fwd {r['fwd_ms']:7.3f}  gx {r['gx_ms']:7.3f}  gw {r['gw_ms']:7.3f}  {alts} ms",
                   flush=True)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"rows": rows, "jax": jax.__version__}, f, indent=1)
+            meta = {"jax": jax.__version__, "cpu_count": os.cpu_count()}
+            if args.torch:
+                import torch
+                meta["torch"] = torch.__version__
+            json.dump({"rows": rows, **meta}, f, indent=1)
         print("wrote", args.out)
 
 
