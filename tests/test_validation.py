@@ -204,6 +204,40 @@ def test_function_operator_refuses_nonlinear_fn_at_construction(fn):
         FunctionOperator(params=(), fn=fn, in_shape=SHAPE)
 
 
+def _scaled_square(scale, x):
+    return scale * x ** 2
+
+
+def _scaled_self_product(scale, x):
+    return scale * x * x
+
+
+@pytest.mark.parametrize("fn", [_scaled_square, _scaled_self_product])
+def test_a_nonlinear_function_operator_built_inside_jit_gets_our_error(fn):
+    # Traced params skip the construction-time check; the adjoint's transposition then fails
+    # inside JAX (NotImplementedError for x**2, AssertionError for x*x): it must say why.
+    @jax.jit
+    def adjoint(scale, y):
+        return FunctionOperator(params=scale, fn=fn, in_shape=SHAPE).adjoint(y)
+
+    with pytest.raises(ValueError, match="FunctionOperator.apply is not linear in x, so it has "
+                                         "no adjoint"):
+        adjoint(jnp.float32(2.0), jnp.ones(SHAPE))
+
+
+def test_the_users_own_assertion_in_apply_is_not_called_nonlinearity():
+    def fn(scale, x):
+        assert x.ndim == 2, "my own check"
+        return scale * x
+
+    @jax.jit
+    def adjoint(scale, y):
+        return FunctionOperator(params=scale, fn=fn, in_shape=SHAPE).adjoint(y)
+
+    with pytest.raises(AssertionError, match="my own check"):
+        adjoint(jnp.float32(2.0), jnp.ones(SHAPE))
+
+
 @operator_pytree
 class _Squares(LinearOperator):
     """A user subclass whose apply is not linear (no closed forms: adjoint by transposition)."""

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import traceback
 from typing import Any, Callable, TypeVar
 
 import jax
@@ -176,7 +178,23 @@ class LinearOperator:
     def adjoint(self, y: Any) -> Array:
         """``Aᵀ y`` obtained by transposing ``apply`` (exact for any linear ``apply``)."""
         zeros = jnp.zeros(self.in_shape, dtype=_leaf_dtype(y))
-        (x,) = jax.linear_transpose(self.apply, zeros)(y)
+        try:
+            (x,) = jax.linear_transpose(self.apply, zeros)(y)
+        except (NotImplementedError, AssertionError) as exc:
+            # JAX met an operation with no transpose rule (x**2, clip, abs, exp: NotImplemented-
+            # Error; x*x: AssertionError): ``apply`` is not linear. Built from concrete arrays
+            # the operator would have been refused by the linearity check; built inside jit
+            # (traced leaves) it lands here. The same errors raised by the user's own code
+            # (its last frame outside JAX) pass through unchanged.
+            if not _raised_in_jax(exc):
+                raise
+            reason = (str(exc).split("\n")[0] if isinstance(exc, NotImplementedError)
+                      else "a product of x with x")
+            raise ValueError(
+                f"{type(self).__name__}.apply is not linear in x, so it has no adjoint: JAX "
+                f"could not transpose it ({type(exc).__name__}: {reason}). ADMM needs a "
+                f"linear A (no powers, products of x with x, clipping, abs or exp); build the "
+                f"operator outside jit to get the linearity check.") from exc
         return x
 
     def normal(self, x: Array) -> Array:
@@ -247,6 +265,12 @@ class LinearOperator:
 
         check_float(name, x)
         check_shape(name, x, self.in_shape, f"{type(self).__name__}.in_shape")
+
+
+def _raised_in_jax(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc``'s traceback is in JAX's own source."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and f"{os.sep}jax{os.sep}" in frames[-1].filename
 
 
 def _leaf_dtype(tree: Any) -> Any:
