@@ -166,9 +166,16 @@ def data_step(op: LinearOperator, aty: Array, v: Array, rho: Array) -> Array:
 
 def admm_step(prox: Prox, op: LinearOperator, aty: Array, rho: Array,
               state: ADMMState) -> ADMMState:
-    """One full ADMM iteration (x, then z, then u)."""
+    """One full ADMM iteration (x, then z, then u). The iterates keep ``state.z``'s dtype: a
+    prox or operator computing in another precision (a float32 network in a float64 solve, a
+    bfloat16 mask) has its result cast back, so that the scan's carry keeps one type."""
+    dtype = state.z.dtype
     x = prox(state.z + state.u, rho)
-    z = data_step(op, aty, x - state.u, rho)
+    if jnp.shape(x) != state.z.shape:
+        raise ValueError(f"prox(v, rho) returned shape {jnp.shape(x)}; it must return the shape "
+                         f"of v, {state.z.shape} (B, H, W, C).")
+    x = jnp.asarray(x).astype(dtype)
+    z = data_step(op, aty, x - state.u, rho).astype(dtype)
     u = state.u + z - x
     return ADMMState(x=x, z=z, u=u)
 

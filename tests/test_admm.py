@@ -484,3 +484,26 @@ def test_psnr_matches_numpy_per_image(x64):
     x = np.full((1, 4, 4, 3), 0.5)
     np.testing.assert_allclose(np.asarray(psnr(jnp.asarray(x + 0.1), jnp.asarray(x))), [20.0],
                                rtol=1e-12)
+
+
+def test_a_prox_in_another_precision_keeps_the_iterates_dtype(x64):
+    """A float32 prox (a network) inside a float64 solve used to break the scan's carry; the
+    iterates now stay float64 and equal the float64 solve to float32 rounding."""
+    op = pixelwise_mask(jax.random.PRNGKey(3), SHAPE, dtype=jnp.float64)
+    x = jax.random.uniform(jax.random.PRNGKey(4), (2,) + SHAPE, jnp.float64)
+    y = op.apply(x)
+    prox32 = lambda v, rho: (0.9 * v).astype(jnp.float32)  # noqa: E731
+    prox64 = lambda v, rho: 0.9 * v  # noqa: E731
+    for solver in (lambda p: unrolled_admm(p, op, y, 0.3, 5),
+                   lambda p: converging_admm(p, op, y, 0.3, tol=1e-9, max_iters=5).z):
+        z32, z64 = solver(prox32), solver(prox64)
+        assert z32.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(z32), np.asarray(z64), atol=1e-6)
+
+
+def test_a_prox_returning_another_shape_is_named():
+    op = pixelwise_mask(jax.random.PRNGKey(3), SHAPE)
+    y = op.apply(jnp.ones((1,) + SHAPE))
+    with pytest.raises(ValueError, match=r"prox\(v, rho\) returned shape \(1, 8, 8, 1\); it "
+                                         r"must return the shape of v, \(1, 8, 8, 3\)"):
+        unrolled_admm(lambda v, rho: v[..., :1], op, y, 0.3, 2)
