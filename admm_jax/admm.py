@@ -89,6 +89,15 @@ def _as_schedule(rho: Array | float, num_iters: int, batch: int, dtype: Any) -> 
     return jnp.broadcast_to(_as_batch_rho(rho, batch, dtype), (num_iters, batch))
 
 
+def _check_batch_images(op: LinearOperator, name: str, x: Any, batch: int) -> None:
+    """``x`` must be a float batch of images ``(B,) + op.in_shape`` with y's batch size B."""
+    op.check_image(x, name)
+    expected = (batch,) + tuple(op.in_shape)
+    if tuple(jnp.shape(x)) != expected:
+        raise ValueError(f"{name} must have shape (B,) + in_shape = {expected} (one image per "
+                         f"sample of y), got {tuple(jnp.shape(x))}.")
+
+
 def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
     """Raise clear errors for inconsistent inputs (shapes always; values when concrete).
 
@@ -102,6 +111,10 @@ def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
     leaves = jax.tree_util.tree_leaves(y)
     if not leaves:
         raise ValueError("y is empty")
+    if not all(hasattr(leaf, "ndim") for leaf in leaves):
+        raise TypeError(f"y must be an array (B,) + {op.out_shape} (or a tuple of arrays for an "
+                        f"operator with several measurements), got a {type(y).__name__} of "
+                        f"Python numbers; convert it with jnp.asarray.")
     batch = leaves[0].shape[0] if leaves[0].ndim else None
     expected = op.out_shape
     if hasattr(op, "groups") and hasattr(op, "sizes"):  # OperatorGroups: one entry per group
@@ -247,7 +260,7 @@ def unrolled_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, nu
         validate_problem(op, y, rho)
     state = initial_state(op, y)
     if z0 is not None:
-        op.check_image(z0, "z0")
+        _check_batch_images(op, "z0", z0, state.z.shape[0])
         state = ADMMState(x=z0, z=z0, u=jnp.zeros_like(z0))
     batch = state.z.shape[0]
     rho_t = _as_schedule(rho, num_iters, batch, state.z.dtype)
@@ -298,8 +311,9 @@ def converging_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, 
       z0: optional initial z (B, H, W, C); default ``A⁺ y``.
       validate: check shapes, dtypes and values first (skip only inside your own checks).
     Returns: :class:`ADMMResult`: ``z`` (B, H, W, C), per-sample ``iterations`` (B,), and
-    per-iteration histories (max_iters, B) of RMS(x − z), ½‖y − Az‖² and, with ``x_true``,
-    PSNR.
+    per-iteration histories (max_iters, B) of RMS(x − z), ½‖y − Ax‖² and, with ``x_true``,
+    PSNR. Not reverse-differentiable (a ``while_loop`` with a data-dependent stop): for
+    gradients use :func:`unrolled_admm`.
     """
     max_iters = _checks.check_int("max_iters", max_iters, minimum=1)
     if validate:
@@ -307,10 +321,10 @@ def converging_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, 
         _checks.check_positive("tol", tol, "the stopping tolerance on RMS(x - z)")
     state = initial_state(op, y)
     if z0 is not None:
-        op.check_image(z0, "z0")
+        _check_batch_images(op, "z0", z0, state.z.shape[0])
         state = ADMMState(x=z0, z=z0, u=jnp.zeros_like(z0))
     if x_true is not None:
-        op.check_image(x_true, "x_true")
+        _check_batch_images(op, "x_true", x_true, state.z.shape[0])
     batch = state.z.shape[0]
     dtype = state.z.dtype
     rho_b = _as_batch_rho(rho, batch, dtype)

@@ -348,3 +348,31 @@ def test_onenet_config_from_dict_refuses_unknown_keys_and_eval_config_is_frozen(
         cfg.seed = 3  # type: ignore[misc]
     with pytest.raises(ValueError, match="problem"):
         EvalConfig(problems=("bi", "nope"))
+
+
+@pytest.mark.parametrize("index", [5, -1, [0, 1, 2], 1.0])
+def test_select_operator_refuses_an_index_outside_its_branches(index):
+    # out of range, apply gave zeros while adjoint/solve used branch 0: 4-9 dB, no error
+    branches = (pixelwise_mask(KEY, SHAPE), pixelwise_mask(jax.random.PRNGKey(1), SHAPE))
+    with pytest.raises(ValueError, match=r"index must be integers in \[0, 2\)"):
+        SelectOperator.create(branches, index)
+    SelectOperator.create(branches, jnp.asarray([0, 1, 1]))  # a batch of valid indices
+
+
+def test_z0_and_x_true_must_match_the_batch_of_y():
+    op = pixelwise_mask(KEY, SHAPE)
+    y = op.apply(jnp.ones((2,) + SHAPE))
+    prox = lambda v, rho: v  # noqa: E731
+    for z0 in (jnp.ones((3,) + SHAPE), jnp.ones(SHAPE)):
+        with pytest.raises(ValueError, match=r"z0 must have shape \(B,\) \+ in_shape = "
+                                             r"\(2, 8, 8, 3\)"):
+            unrolled_admm(prox, op, y, 0.3, 2, z0=z0)
+    # x_true of one image broadcast in psnr: every sample was scored against sample 0
+    with pytest.raises(ValueError, match=r"x_true must have shape \(B,\) \+ in_shape"):
+        converging_admm(prox, op, y, 0.3, tol=1e-3, max_iters=3, x_true=jnp.ones((1,) + SHAPE))
+
+
+def test_y_given_as_nested_python_lists_is_refused_by_name():
+    op = pixelwise_mask(KEY, SHAPE)
+    with pytest.raises(TypeError, match=r"y must be an array \(B,\) \+ \(8, 8, 3\)"):
+        unrolled_admm(lambda v, rho: v, op, [[1.0]], 0.3, 2)

@@ -20,7 +20,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from admm_jax import _checks
 from admm_jax.operators.base import Array, LinearOperator, operator_pytree, static_field
 
 
@@ -38,6 +40,13 @@ class SelectOperator(LinearOperator):
         shapes = {b.in_shape for b in branches}
         if len(shapes) != 1:
             raise ValueError(f"all branches must share in_shape, got {sorted(shapes)}")
+        if _checks.is_concrete(index):
+            values = np.asarray(index)
+            if not np.issubdtype(values.dtype, np.integer) or np.any(values < 0) \
+                    or np.any(values >= len(branches)):
+                shown = values.tolist() if values.size <= 8 else f"{values.size} values"
+                raise ValueError(f"index must be integers in [0, {len(branches)}) (one per "
+                                 f"sample, naming its branch), got {shown}.")
         return cls(branches=branches, index=jnp.asarray(index, jnp.int32),
                    in_shape=branches[0].in_shape)
 
