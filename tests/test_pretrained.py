@@ -164,6 +164,21 @@ def test_general_prior_solve_takes_one_noise_level_per_sample_and_a_traced_one()
         prior.solve(op, y, sigma=jnp.full((2, 2), 0.01))
     with pytest.raises(ValueError, match=r"in \[0, 1\] or one per sample .*2.0"):
         prior.solve(op, y, sigma=jnp.array([0.01, 2.0]))
+    with pytest.raises(ValueError, match="sigma holds 3 noise levels but y a batch of 2"):
+        prior.solve(op, y, sigma=jnp.array([0.01, 0.02, 0.03]))
+    with pytest.raises(ValueError, match="give rho= or sigma=, not both"):
+        prior.solve(op, y, sigma=0.01, rho=0.3)
+
+
+def test_sigma_is_refused_where_it_would_be_ignored():
+    """A prior with a fixed rho per problem used to ignore sigma silently (the same result for
+    sigma = 0.01, 0.5 or none)."""
+    prior = aj.pretrained("natural")
+    op = aj.pixelwise_mask(jax.random.PRNGKey(0), (16, 16, 3))
+    y = op.apply(jnp.full((1, 16, 16, 3), 0.5))
+    with pytest.raises(ValueError, match="prior 'natural' has a fixed rho per problem and does "
+                                         "not use sigma; give problem="):
+        prior.solve(op, y, sigma=0.01)
 
 
 def test_prox_any_size_pads_by_reflection_and_crops_back():

@@ -184,7 +184,8 @@ class PretrainedPrior:
 
         ρ: ``rho`` if given; else, for a prior with a learned rule, ρ_t(σ) with ``sigma`` (the
         noise std in the [0, 1] image range: one for the batch, or one per sample, shape (B,);
-        default: the named problem's noise level); else :meth:`rho_for` ``(problem)``.
+        default: the named problem's noise level); else :meth:`rho_for` ``(problem)``. ``sigma``
+        with ``rho``, or with a prior that has no learned rule, is refused: it would be ignored.
 
         A prior with a learned rule runs ``num_iters`` = k·T (k = 1, 2, ...) iterations as k
         blocks of its T-step schedule, each block continuing from the previous one; whether
@@ -196,6 +197,18 @@ class PretrainedPrior:
 
         t = self.num_iters if num_iters is None else num_iters
         restart = None
+        if sigma is not None and rho is not None:
+            raise ValueError("give rho= or sigma=, not both: sigma only chooses rho (from the "
+                             "prior's learned rule)")
+        if sigma is not None and self.rho_rule is None:
+            raise ValueError(f"prior {self.name!r} has a fixed rho per problem and does not "
+                             f"use sigma; give problem= (one of {sorted(self.rho)}) or rho=, "
+                             f"or use a prior with a learned rule (aj.pretrained('general'))")
+        leaves = jax.tree_util.tree_leaves(y)
+        if sigma is not None and jnp.ndim(sigma) == 1 and leaves and jnp.ndim(leaves[0]) \
+                and jnp.shape(sigma)[0] != jnp.shape(leaves[0])[0]:
+            raise ValueError(f"sigma holds {jnp.shape(sigma)[0]} noise levels but y a batch of "
+                             f"{jnp.shape(leaves[0])[0]}; give one level, or one per sample")
         if rho is None:
             rho = self.default_rho_for(problem, sigma, t)
             restart = self.restart_every(t)
