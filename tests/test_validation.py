@@ -30,6 +30,7 @@ from admm_jax.operators import (
     as_custom,
     block_mask,
     box_blur,
+    gaussian_blur,
     gaussian_cs,
     operator_pytree,
     pixelwise_mask,
@@ -376,3 +377,24 @@ def test_y_given_as_nested_python_lists_is_refused_by_name():
     op = pixelwise_mask(KEY, SHAPE)
     with pytest.raises(TypeError, match=r"y must be an array \(B,\) \+ \(8, 8, 3\)"):
         unrolled_admm(lambda v, rho: v, op, [[1.0]], 0.3, 2)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: gaussian_blur(SHAPE, 1.0, rcond=-1.0), r"rcond must be in \[0, 1\)"),
+    (lambda: box_blur(SHAPE, 3, rcond=-1.0), r"rcond must be in \[0, 1\)"),
+    (lambda: gaussian_blur(SHAPE, 1.0, size=0), r"size must be >= 1 and <= 8, got 0"),
+    (lambda: gaussian_blur(SHAPE, 1.0, size=4), r"size must be odd"),
+    (lambda: gaussian_blur(SHAPE, 0.0), r"sigma must be > 0"),
+])
+def test_blur_constructors_refuse_values_that_gave_infinities_or_were_ignored(build, message):
+    # rcond < 0 made pinv non-finite; size=0 silently meant the default; an even size is
+    # off-centre
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_the_default_gaussian_size_fits_a_small_image():
+    # 2·ceil(3σ)+1 = 7 taps do not fit 5 rows: capped at 5 instead of an error about a kernel
+    op = gaussian_blur((5, 7, 1), 0.8)
+    assert op.kernel.shape == (5, 7)
+    np.testing.assert_allclose(float(jnp.sum(op.kernel)), 1.0, rtol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,6 +40,11 @@ class CircularConvolution(LinearOperator):
     rcond: float = static_field(default=0.05)
 
     def __post_init__(self) -> None:
+        # rcond < 0 would keep the spectrum's zeros and make pinv infinite; rcond = 0 keeps
+        # every non-zero frequency (the exact pseudo-inverse)
+        if not (isinstance(self.rcond, numbers.Real) and 0 <= self.rcond < 1):
+            raise ValueError(f"rcond must be in [0, 1) (the cutoff relative to max |K|), got "
+                             f"{self.rcond!r}")
         # as Mask: a kernel of another size is refused here, placeholder leaves pass
         if hasattr(self.kernel, "shape"):
             _checks.check_shape("kernel", self.kernel, tuple(self.in_shape[:2]),
@@ -94,12 +101,19 @@ def circular_kernel(psf: Array, image_hw: tuple[int, int]) -> Array:
 def gaussian_blur(shape: tuple[int, int, int] = (64, 64, 3), sigma: float = 1.0,
                   size: int | None = None, dtype=jnp.float32,
                   rcond: float = BLUR_RCOND) -> CircularConvolution:
-    """Normalised isotropic Gaussian blur of std ``sigma`` pixels, ``size``² taps (odd).
+    """Normalised isotropic Gaussian blur of std ``sigma`` pixels, ``size``² taps.
 
-    ``rcond`` truncates ``pinv`` (the ADMM start; :class:`CircularConvolution`)."""
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    size = size or 2 * int(np.ceil(3 * sigma)) + 1
+    ``size``: odd, at most the image's smaller side; default ``2·ceil(3·sigma) + 1`` (±3σ),
+    capped at the largest odd size that fits the image. ``rcond`` truncates ``pinv`` (the ADMM
+    start; :class:`CircularConvolution`)."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0 (pixels), got {sigma}")
+    fits = min(shape[0], shape[1])
+    if size is None:
+        size = min(2 * int(np.ceil(3 * sigma)) + 1, fits if fits % 2 else fits - 1)
+    _checks.check_int("size", size, minimum=1, maximum=fits)
+    if size % 2 == 0:
+        raise ValueError(f"size must be odd (a kernel centred on its pixel), got {size}")
     r = np.arange(size) - size // 2
     g = np.exp(-0.5 * (r / sigma) ** 2)
     psf = np.outer(g, g)
