@@ -112,6 +112,21 @@ def check_in_range(name: str, value: Any, low: float, high: float, *,
     return v
 
 
+def check_values_in_range(name: str, values: Any, low: float, high: float, what: str = "") -> None:
+    """``ValueError`` unless every entry of the scalar or array ``values`` is finite and in
+    ``[low, high]``; the message lists the values (or their range) and says ``what`` they are.
+    Traced values pass unchecked."""
+    if not is_concrete(values):
+        return
+    arr = np.asarray(values, np.float64)
+    if np.all(np.isfinite(arr)) and np.all((arr >= low) & (arr <= high)):
+        return
+    shown = ([float(f"{v:.6g}") for v in arr.ravel()] if arr.ndim else float(f"{arr:.6g}")) \
+        if arr.size <= 8 else f"values in [{np.nanmin(arr):.6g}, {np.nanmax(arr):.6g}]"
+    raise ValueError(f"{name} must be in [{low}, {high}]{' (' + what + ')' if what else ''}, "
+                     f"got {shown}.")
+
+
 def check_choices(name: str, values: Sequence[str], allowed: Iterable[str],
                   what: str = "value") -> None:
     """``ValueError`` unless ``values`` is non-empty and every entry is in ``allowed``; the

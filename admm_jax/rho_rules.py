@@ -25,6 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from admm_jax import _checks
+
 Array = jax.Array
 
 SIGMA_FLOOR = 0.01
@@ -33,9 +35,9 @@ PARAM_SCALE = 20.0
 
 
 def init_rho_rule(num_iters: int, rho: float = 0.3) -> dict[str, Array]:
-    """Parameters of the constant schedule ``rho`` over ``num_iters`` iterations."""
-    if rho <= 0:
-        raise ValueError(f"rho must be > 0, got {rho}")
+    """Parameters of the constant schedule ``rho`` over ``num_iters`` (>= 1) iterations."""
+    num_iters = _checks.check_int("num_iters", num_iters, minimum=1)
+    _checks.check_positive("rho", rho, "the constant penalty the rule starts from")
     return {"log_rho": jnp.full((num_iters,), math.log(rho) / PARAM_SCALE, jnp.float32),
             "slope": jnp.zeros((num_iters,), jnp.float32)}
 
@@ -44,7 +46,13 @@ def rho_schedule(params: Any, sigma: Array | float) -> Array:
     """The (T, B) schedule for noise levels ``sigma`` (scalar or (B,), image range [0, 1]).
 
     A scalar ``sigma`` gives (T, 1), which broadcasts over any batch in :func:`rho_for_batch`.
+    A concrete ``sigma`` outside [0, 1] is refused (below −σ₀ it gave NaN).
     """
+    if jnp.ndim(sigma) > 1:
+        raise ValueError(f"sigma must be one noise level or one per sample (B,), got shape "
+                         f"{jnp.shape(sigma)}.")
+    _checks.check_values_in_range("sigma", sigma, 0.0, 1.0,
+                                  "noise std in the [0, 1] image range")
     sigma = jnp.atleast_1d(jnp.asarray(sigma, jnp.float32))
     s = jnp.log((sigma + SIGMA_FLOOR) / (SIGMA_REF + SIGMA_FLOOR))
     a = PARAM_SCALE * params["log_rho"][:, None]

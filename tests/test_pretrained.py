@@ -162,7 +162,8 @@ def test_general_prior_solve_takes_one_noise_level_per_sample_and_a_traced_one()
                                atol=1e-4)
     with pytest.raises(ValueError, match=r"one per sample \(B,\), got shape \(2, 2\)"):
         prior.solve(op, y, sigma=jnp.full((2, 2), 0.01))
-    with pytest.raises(ValueError, match=r"in \[0, 1\] or one per sample .*2.0"):
+    with pytest.raises(ValueError, match=r"sigma must be in \[0.0, 1.0\] \(noise std in the "
+                                         r"\[0, 1\] image range\), got \[0.01, 2.0\]"):
         prior.solve(op, y, sigma=jnp.array([0.01, 2.0]))
     with pytest.raises(ValueError, match="sigma holds 3 noise levels but y a batch of 2"):
         prior.solve(op, y, sigma=jnp.array([0.01, 0.02, 0.03]))

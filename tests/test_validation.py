@@ -398,3 +398,18 @@ def test_the_default_gaussian_size_fits_a_small_image():
     op = gaussian_blur((5, 7, 1), 0.8)
     assert op.kernel.shape == (5, 7)
     np.testing.assert_allclose(float(jnp.sum(op.kernel)), 1.0, rtol=1e-6)
+
+
+def test_the_rho_rule_refuses_noise_levels_outside_the_image_range():
+    # rho_schedule(params, -0.5) returned NaN (log of a negative number); init_rho_rule(0) an
+    # empty schedule
+    from admm_jax.rho_rules import init_rho_rule, rho_schedule
+
+    params = init_rho_rule(8)
+    for sigma, shown in ((-0.5, r"-0.5"), (jnp.array([0.1, -0.2]), r"\[0.1, -0.2\]"),
+                         (math.nan, "nan")):
+        with pytest.raises(ValueError, match=r"sigma must be in \[0.0, 1.0\] .*got " + shown):
+            rho_schedule(params, sigma)
+    np.testing.assert_allclose(np.asarray(rho_schedule(params, 0.05)), 0.3, rtol=1e-6)
+    with pytest.raises(ValueError, match="num_iters must be >= 1, got 0"):
+        init_rho_rule(0)

@@ -166,14 +166,7 @@ class PretrainedPrior:
             raise ValueError(f"prior {self.name!r} has no learned rho rule; use rho_for(problem)")
         from admm_jax.rho_rules import rho_schedule
 
-        if jnp.ndim(sigma) == 0:
-            _checks.check_in_range("sigma", sigma, 0.0, 1.0)
-        elif _checks.is_concrete(sigma):  # one noise level per sample
-            levels = np.asarray(sigma, np.float64)
-            if levels.ndim != 1 or not np.all((levels >= 0) & (levels <= 1)):
-                raise ValueError(f"sigma must be a noise level in [0, 1] or one per sample "
-                                 f"(B,), got {levels.tolist()}")
-        sched = rho_schedule(self.rho_rule, sigma)
+        sched = rho_schedule(self.rho_rule, sigma)  # checks sigma: (B,) or scalar, in [0, 1]
         return sched[:, 0] if jnp.ndim(sigma) == 0 else sched
 
     def solve(self, op: Any, y: Any, *, rho: Array | float | None = None,
