@@ -413,3 +413,16 @@ def test_the_rho_rule_refuses_noise_levels_outside_the_image_range():
     np.testing.assert_allclose(np.asarray(rho_schedule(params, 0.05)), 0.3, rtol=1e-6)
     with pytest.raises(ValueError, match="num_iters must be >= 1, got 0"):
         init_rho_rule(0)
+
+
+def test_psnr_refuses_a_reference_outside_the_unit_range():
+    # both images were clipped to [0, 1]: any pair of 0-255 images scored inf
+    from admm_jax.metrics import psnr
+
+    x = jnp.linspace(0.0, 1.0, 48).reshape(1, 4, 4, 3)
+    with pytest.raises(ValueError, match=r"reference: expected float images in \[0, 1\], got "
+                                         r"values in \[0, 255\]"):
+        psnr(x * 255 + 1, x * 255)
+    # an estimate may overshoot: it is clipped, against a reference in range
+    np.testing.assert_allclose(float(psnr(x + 2.0, x)[0]),
+                               -10 * math.log10(float(jnp.mean((1.0 - x) ** 2))), rtol=1e-5)
