@@ -426,3 +426,25 @@ def test_psnr_refuses_a_reference_outside_the_unit_range():
     # an estimate may overshoot: it is clipped, against a reference in range
     np.testing.assert_allclose(float(psnr(x + 2.0, x)[0]),
                                -10 * math.log10(float(jnp.mean((1.0 - x) ** 2))), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_blurs_take_half_precision_images_and_kernels(dtype):
+    # XLA's FFT takes float32/float64 only: half-precision inputs raised from inside jnp.fft
+    # Bounds from rounding alone (eps: the half type's machine epsilon): the normalised,
+    # non-negative kernel averages, so apply/adjoint err by at most eps per pixel (input or
+    # taps rounded by eps/2, the output by eps/2); pinv's gain is at most 1/(rcond·max|K|) =
+    # 20, so its relative L2 error stays below 20·eps.
+    eps = float(jnp.finfo(dtype).eps)
+    x = jax.random.uniform(KEY, SHAPE)
+    ref = gaussian_blur(SHAPE, 1.0)
+    for op, arg in ((ref, x.astype(dtype)), (gaussian_blur(SHAPE, 1.0, dtype=dtype), x)):
+        for method in ("apply", "adjoint", "pinv"):
+            out = getattr(op, method)(arg)
+            assert out.dtype == arg.dtype
+            got = np.asarray(out, np.float32)
+            want = np.asarray(getattr(ref, method)(x), np.float32)
+            if method == "pinv":
+                assert np.linalg.norm(got - want) <= 20 * eps * np.linalg.norm(want)
+            else:
+                np.testing.assert_allclose(got, want, atol=eps)

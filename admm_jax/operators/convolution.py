@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -61,11 +62,12 @@ class CircularConvolution(LinearOperator):
         return self.in_shape
 
     def _spectrum(self) -> Array:
-        return jnp.fft.rfft2(self.kernel, axes=(-2, -1))[..., None]  # (H, W//2+1, 1)
+        kernel = self.kernel.astype(_fft_dtype(self.kernel.dtype))
+        return jnp.fft.rfft2(kernel, axes=(-2, -1))[..., None]  # (H, W//2+1, 1)
 
     def _filter(self, x: Array, spectrum: Array) -> Array:
         h, w = self.in_shape[0], self.in_shape[1]
-        fx = jnp.fft.rfft2(x, axes=(-3, -2))
+        fx = jnp.fft.rfft2(x.astype(_fft_dtype(x.dtype)), axes=(-3, -2))
         return jnp.fft.irfft2(fx * spectrum, s=(h, w), axes=(-3, -2)).astype(x.dtype)
 
     def apply(self, x: Array) -> Array:
@@ -84,6 +86,12 @@ class CircularConvolution(LinearOperator):
         keep = jnp.abs(k) > self.rcond * jnp.max(jnp.abs(k))
         inv = jnp.where(keep, jnp.conj(k) / jnp.where(keep, power, 1.0), 0.0)
         return self._filter(y, inv)
+
+
+def _fft_dtype(dtype: Any) -> Any:
+    """The FFT's real dtype for data of ``dtype``: float32 for half precision (bfloat16,
+    float16; XLA's FFT takes float32 or float64 only), else ``dtype``'s float type."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def circular_kernel(psf: Array, image_hw: tuple[int, int]) -> Array:
