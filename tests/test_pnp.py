@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from admm_jax.baselines.pnp import grid_edges, pnp_admm, tune_pnp
+from admm_jax.baselines.pnp import grid_edges, pnp_admm, pnp_psnr_trajectory, tune_pnp
 from admm_jax.metrics import psnr
 from admm_jax.problems import get_problem, measure_indexed
 from admm_jax.train.config import DENOISE_SIGMA_MAX, TrainConfig
@@ -148,6 +148,22 @@ def test_tune_pnp_on_a_family_needs_a_noise_level():
         tune_pnp(den, "demosaic", x, rhos=(0.1,), iters=(2,), progress=False)
     with pytest.raises(ValueError, match="rhos"):
         tune_pnp(den, "pid", x, rhos=(0.0,), iters=(2,), progress=False)
+
+
+def test_an_unknown_name_lists_problems_and_families_and_the_trajectory_checks_its_inputs():
+    den = lambda v: jnp.clip(v, 0.0, 1.0)  # noqa: E731
+    x = _images(2)
+    with pytest.raises(ValueError, match=r"unknown problem or operator family 'pidd'; "
+                                         r"problems: \[.*'pid'.*\]; families: \[.*'demosaic'"):
+        tune_pnp(den, "pidd", x, 0.01, rhos=(0.1,), iters=(2,), progress=False)
+    op, y = measure_indexed(get_problem("pid"), jax.random.PRNGKey(0), jnp.arange(2), x)
+    # rho <= 0 gave rows of NaN, a NaN in y NaN PSNRs, both silently
+    with pytest.raises(ValueError, match=r"rho must be > 0"):
+        pnp_psnr_trajectory(den, op, y, -1.0, x, 2)
+    with pytest.raises(ValueError, match=r"y contains 1 non-finite value"):
+        pnp_psnr_trajectory(den, op, y.at[0, 0, 0, 0].set(jnp.nan), 0.3, x, 2)
+    with pytest.raises(ValueError, match=r"x_true must have the shape of the solution"):
+        pnp_psnr_trajectory(den, op, y, 0.3, x[:1], 2)
 
 
 # --------------------------------------------------------------------------- config and CLI

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from admm_jax import _checks
-from admm_jax.admm import admm_step, converging_admm, initial_state, unrolled_admm
+from admm_jax.admm import (admm_step, converging_admm, initial_state, unrolled_admm,
+                            validate_problem)
 from admm_jax.metrics import psnr
 from admm_jax.operators.base import LinearOperator, vmap_over_batch
 
@@ -82,8 +83,14 @@ def pnp_psnr_trajectory(denoiser: Denoiser, op: LinearOperator, y: Any, rho: Arr
     Entry ``t − 1`` is the PSNR of ``pnp_admm(..., num_iters=t)``: one run of the largest
     iteration count gives every shorter count of the grid. Traceable (jit it, ρ traced).
     """
+    validate_problem(op, y, rho)  # shapes always; rho > 0 and finite y when concrete
+    num_iters = _checks.check_int("num_iters", num_iters, minimum=1)
     state = initial_state(op, y)
     batch = state.z.shape[0]
+    _checks.check_unit_images("x_true", x_true)
+    if tuple(jnp.shape(x_true)) != tuple(state.z.shape):
+        raise ValueError(f"x_true must have the shape of the solution, {tuple(state.z.shape)} "
+                         f"(one image per sample of y), got {tuple(jnp.shape(x_true))}.")
     rho_b = jnp.broadcast_to(jnp.asarray(rho, state.z.dtype), (batch,))
     aty = vmap_over_batch(lambda o, yy: o.adjoint(yy), op, y)
     prox = lambda v, _rho: denoiser(v)
@@ -112,7 +119,12 @@ def resolve_operator(family_or_problem: Any, noise_std: float | None = None):
     obj = family_or_problem
     if isinstance(obj, str):
         problems = get_problems()
-        obj = problems[obj] if obj in problems else get_family(obj)
+        try:
+            obj = problems[obj] if obj in problems else get_family(obj)
+        except ValueError as exc:  # name both kinds of names, not only the families
+            raise ValueError(f"unknown problem or operator family {obj!r}; problems: "
+                             f"{sorted(problems)}; families: "
+                             f"{str(exc).split('choose one of ', 1)[1]}") from None
     if isinstance(obj, Problem):
         prob = obj if noise_std is None else dataclasses.replace(obj, noise_std=float(noise_std))
 
