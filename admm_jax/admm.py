@@ -133,9 +133,14 @@ def validate_problem(op: LinearOperator, y: Any, rho: Array | float) -> None:
         name = "y" if len(pairs) == 1 else f"y[{k}]"
         _checks.check_float(name, yk)
         if jnp.ndim(yk) != len(shape_k) + 1 or tuple(jnp.shape(yk)[1:]) != tuple(shape_k):
+            hint = ""
+            if tuple(jnp.shape(yk)) == tuple(shape_k):
+                hint = ("; either y lacks its batch axis (give y[None] for one sample), or the "
+                        "operator's arrays hold one operator per sample and it must be built "
+                        "as a batch (e.g. FunctionOperator(..., batched=True))")
             raise ValueError(
                 f"{name} has shape {tuple(jnp.shape(yk))}, expected (batch,) + {tuple(shape_k)} "
-                f"for {type(op).__name__} with in_shape {op.in_shape}")
+                f"for {type(op).__name__} with in_shape {op.in_shape}{hint}")
         if jnp.shape(yk)[0] != batch:
             raise ValueError("all measurement slots must share the batch size")
         _checks.check_finite(name, yk)
@@ -328,6 +333,9 @@ def converging_admm(prox: Prox, op: LinearOperator, y: Any, rho: Array | float, 
     batch = state.z.shape[0]
     dtype = state.z.dtype
     rho_b = _as_batch_rho(rho, batch, dtype)
+    if jnp.ndim(tol) > 1 or (jnp.ndim(tol) == 1 and jnp.shape(tol)[0] != batch):
+        raise ValueError(f"tol must be a scalar or one per sample ({batch},), got shape "
+                         f"{jnp.shape(tol)}.")
     tol_b = jnp.broadcast_to(jnp.asarray(tol, dtype), (batch,))
     aty = vmap_over_batch(lambda o, yy: o.adjoint(yy), op, y)
     nan_hist = jnp.full((max_iters, batch), jnp.nan, dtype)

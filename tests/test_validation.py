@@ -448,3 +448,19 @@ def test_blurs_take_half_precision_images_and_kernels(dtype):
                 assert np.linalg.norm(got - want) <= 20 * eps * np.linalg.norm(want)
             else:
                 np.testing.assert_allclose(got, want, atol=eps)
+
+
+def test_tol_must_be_a_scalar_or_one_per_sample():
+    op = pixelwise_mask(KEY, SHAPE)
+    y = op.apply(jnp.ones((2,) + SHAPE))
+    with pytest.raises(ValueError, match=r"tol must be a scalar or one per sample \(2,\), got "
+                                         r"shape \(3,\)"):
+        converging_admm(lambda v, rho: v, op, y, 0.3, tol=jnp.full((3,), 1e-3), max_iters=2)
+
+
+def test_per_sample_arrays_in_an_unbatched_function_operator_get_a_hint():
+    masks = jnp.stack([pixelwise_mask(jax.random.PRNGKey(i), SHAPE).mask for i in range(2)])
+    op = FunctionOperator(params=masks, fn=lambda m, x: m * x, in_shape=SHAPE)  # not batched
+    y = jnp.ones((2,) + SHAPE)
+    with pytest.raises(ValueError, match=r"FunctionOperator\(\.\.\., batched=True\)"):
+        unrolled_admm(lambda v, rho: v, op, y, 0.3, 2)

@@ -567,7 +567,12 @@ def stack(ops: Sequence[LinearOperator], *, cg_tol: float = CG_TOL,
 
 def with_cg(op: LinearOperator, tol: float = CG_TOL, maxiter: int = CG_MAXITER) -> WithCG:
     """``op`` whose CG fallback (if it has one) stops at relative residual ``tol`` or after
-    ``maxiter`` iterations (a closed-form ``op`` is unchanged)."""
+    ``maxiter`` iterations (a closed-form ``op`` is unchanged).
+
+    CG stops at ``maxiter`` silently (it runs inside compiled code, where nothing can be
+    raised). The defaults (1e-6, 200) suit the ADMM data step, whose ``+ρI`` keeps the system
+    well conditioned; ``pinv`` (the ADMM start, no ``+ρI``) of a strong blur may need far more
+    iterations: compare ``op.pinv(y)`` at two ``maxiter`` to see whether it has converged."""
     _check_operator("op", op)
     _check_cg(tol, maxiter)
     return WithCG(op=op, in_shape=tuple(op.in_shape), cg_tol=tol, cg_maxiter=maxiter)
