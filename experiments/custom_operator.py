@@ -5,7 +5,9 @@
 The operator below is written by the user with ``apply`` only (a horizontal motion blur of 5
 pixels followed by dropping every other row); its adjoint comes from ``jax.linear_transpose``
 and its solves from conjugate gradients, inside the same compiled solvers as the built-ins.
-The prox is a user-written smoothing denoiser.
+The prox is first a user-written smoothing denoiser, then the shipped general prior
+(``aj.pretrained("general")``), which needs only the noise level (here 0) for this operator
+it never saw.
 """
 
 import jax
@@ -46,6 +48,10 @@ def main():
     print("PSNR of the start A⁺y:     ", aj.psnr(z0, x))
     print("PSNR after 8 unrolled its: ", aj.psnr(z8, x))
     print("PSNR converged:            ", aj.psnr(res.z, x), "iterations", res.iterations)
+    general = aj.pretrained("general")
+    for t in (8, 48):  # 48: the iteration count chosen for new operators (its metadata)
+        z = general.solve(op, y, sigma=0.0, num_iters=t)
+        print(f"general prior, T = {t}:{' ' * (8 - len(str(t)))}", aj.psnr(z, x))
 
 
 if __name__ == "__main__":
