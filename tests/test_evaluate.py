@@ -13,6 +13,7 @@ from admm_jax.evaluate import (
     TABLE_KEYS,
     EvalConfig,
     custom_method,
+    params_digest,
     read_per_image_csv,
     run_evaluation,
     summarize,
@@ -166,6 +167,24 @@ def test_resume_loads_finished_blocks_and_matches(tiny_eval, tmp_path):
     # partial results of other images are refused with a clear error
     with pytest.raises(ValueError, match="cannot resume"):
         run_evaluation(_images(seed=1), _methods(), cfg, run_dir, progress=False, resume=True)
+    # found by a new-user check: the same method names with other weights reused the old
+    # weights' results (the fingerprint held names only)
+    import dataclasses
+
+    other = [dataclasses.replace(m, weights_digest=params_digest({"w": np.ones(3)}))
+             for m in _methods()]
+    with pytest.raises(ValueError, match="cannot resume .* other images, methods, weights"):
+        run_evaluation(_images(), other, cfg, run_dir, progress=False, resume=True)
+
+
+def test_params_digest_tells_weights_apart():
+    a = {"conv": {"kernel": np.ones((3, 3), np.float32)}, "bias": np.zeros(2, np.float32)}
+    b = {"conv": {"kernel": np.ones((3, 3), np.float32)}, "bias": np.zeros(2, np.float32)}
+    assert params_digest(a) == params_digest(b)
+    b["bias"][1] = 1e-7
+    assert params_digest(a) != params_digest(b)
+    assert params_digest(a) != params_digest({"conv": {"kernel": np.ones((9,), np.float32)},
+                                               "bias": np.zeros(2, np.float32)})
 
 
 from conftest import SHARED_DATA as _SHARED  # noqa: E402

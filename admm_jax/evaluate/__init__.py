@@ -7,11 +7,12 @@ from admm_jax.evaluate.harness import (
     du_admm_method,
     methods_from_weights,
     onenet_method,
+    params_digest,
     run_evaluation,
     wavelet_method,
 )
 from admm_jax.evaluate.report import TABLE_KEYS, markdown_table, read_per_image_csv, summarize
 
 __all__ = ["EvalConfig", "Method", "custom_method", "du_admm_method", "methods_from_weights", "onenet_method",
-           "run_evaluation", "wavelet_method", "TABLE_KEYS", "markdown_table",
+           "params_digest", "run_evaluation", "wavelet_method", "TABLE_KEYS", "markdown_table",
            "read_per_image_csv", "summarize"]

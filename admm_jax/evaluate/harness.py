@@ -45,18 +45,31 @@ class Method:
     name: str
     make_prox: Callable[[ProblemSettings], Callable[[Array, Array], Array]]
     settings: Callable[[ProblemSettings], IterativeSettings]
+    #: digest of the method's weights (empty: none, or unknown, as for a custom prox); part of
+    #: the fingerprint that ``--resume`` checks, so that results of other weights are not reused
+    weights_digest: str = ""
+
+
+def params_digest(params: Any) -> str:
+    """SHA-256 of a parameter pytree's structure, shapes, dtypes and values."""
+    h = hashlib.sha256(str(jax.tree_util.tree_structure(params)).encode())
+    for leaf in jax.tree_util.tree_leaves(params):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{arr.shape}{arr.dtype}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
 
 
 def du_admm_method(prior_fn: Callable, params: Any, name: str = "DU-ADMM") -> Method:
     """The learned prior with each problem's DU-ADMM settings (cap = test-time T)."""
     prox = lambda v, rho: prior_fn(params, v)
-    return Method(name, lambda p: prox, lambda p: p.du_admm)
+    return Method(name, lambda p: prox, lambda p: p.du_admm, params_digest(params))
 
 
 def onenet_method(projector_fn: Callable, params: Any, name: str = "OneNet") -> Method:
     """A pretrained projector with the OneNet settings (ρ, tol and cap of spec §4.3)."""
     prox = lambda v, rho: projector_fn(params, v)
-    return Method(name, lambda p: prox, lambda p: p.onenet)
+    return Method(name, lambda p: prox, lambda p: p.onenet, params_digest(params))
 
 
 def wavelet_method(name: str = "wavelet-l1") -> Method:
@@ -272,9 +285,12 @@ def _evaluate_block(method: Method, problem: Problem, preset: Preset, base_key,
 
 def _partial_dir(out: Path, x_all: np.ndarray, methods: list[Method], cfg: EvalConfig,
                  resume: bool) -> Path:
-    """``out/partial`` with a fingerprint of (images, method names, config) checked on resume."""
+    """``out/partial`` with a fingerprint of (images, methods and their weights, config) checked
+    on resume."""
     h = hashlib.sha256(np.ascontiguousarray(x_all).tobytes())
-    h.update(json.dumps({"methods": [m.name for m in methods], "problems": list(cfg.problems),
+    h.update(json.dumps({"methods": [m.name for m in methods],
+                         "weights": [m.weights_digest for m in methods],
+                         "problems": list(cfg.problems),
                          "preset": cfg.preset, "dataset": cfg.dataset, "seed": cfg.seed,
                          "batch": cfg.batch_size, "table2": cfg.table2_images}).encode())
     fingerprint = h.hexdigest()
@@ -282,8 +298,8 @@ def _partial_dir(out: Path, x_all: np.ndarray, methods: list[Method], cfg: EvalC
     stamp = partial / "fingerprint.txt"
     if resume and stamp.exists() and stamp.read_text().strip() != fingerprint:
         raise ValueError(
-            f"cannot resume in {out}: its partial results were computed for other images, methods "
-            "or settings; use a new output folder (or --overwrite to start again).")
+            f"cannot resume in {out}: its partial results were computed for other images, methods, "
+            "weights or settings; use a new output folder (or --overwrite to start again).")
     if not resume and partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
