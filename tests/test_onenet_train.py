@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -40,6 +41,17 @@ def test_pretrain_two_steps_clamps_and_saves(tmp_path):
     x = jnp.asarray(images[:2], jnp.float32) / 255
     out = proj_fn(params, x)
     assert out.shape == x.shape and bool(jnp.all(jnp.isfinite(out)))
+    # found by a new-user check: a resume with another width failed in the checkpoint
+    # restore ("may be corrupt") after rewriting config.json; now refused first, nothing written
+    config = (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(ValueError, match=r"trained with width=0.0625, this call asks for "
+                                         r"width=0.125"):
+        pretrain_onenet(dataclasses.replace(cfg, width=1 / 8, steps=3), images,
+                        tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ValueError, match=r"already at step 2, beyond steps=1"):
+        pretrain_onenet(dataclasses.replace(cfg, steps=1), images, tmp_path / "run",
+                        resume=True, progress=False)
+    assert (tmp_path / "run" / "config.json").read_text() == config
 
 
 def test_step_losses_equal_separate_network_calls():

@@ -428,8 +428,18 @@ def test_output_folder_is_not_overwritten_silently(tmp_path):
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(OutputExistsError, match="already exists"):
         prepare_output_dir(out, resume=False)
-    assert prepare_output_dir(out, resume=True) == out
-    assert (out / "precious.txt").exists()
+    # found by a new-user check: --resume appended training logs to a folder of the user's
+    # own files (its metrics.csv kept the user's header)
+    with pytest.raises(OutputExistsError, match=r"--resume: output folder .* holds "
+                                                r"precious.txt but no admm-jax run"):
+        prepare_output_dir(out, resume=True)
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    ours = prepare_output_dir(tmp_path / "ours", resume=False)
+    (ours / "metrics.csv").write_text("step,loss\n")
+    assert prepare_output_dir(ours, resume=True) == ours  # a run admm-jax made
+    old = tmp_path / "old_run"  # made before the marker existed: recognised by its checkpoints
+    (old / "checkpoints").mkdir(parents=True)
+    assert prepare_output_dir(old, resume=True) == old
 
 
 def test_tiny_training_improves_validation_psnr(tmp_path):
@@ -677,7 +687,21 @@ def test_unet_architecture_trains_saves_and_reloads(tmp_path):
     out = np.asarray(prior_fn(params, x))
     # trained for 3 steps: no longer the identity, and not the untrained prior either
     assert np.abs(out - np.asarray(ref_fn(ref_params, x))).max() > 1e-4
+    config = (tmp_path / "run" / "config.json").read_text()
     with pytest.raises(ValueError, match=r"trained with architecture='unet', this call asks "
                                          r"for architecture='paper'"):
         train(cfg.replace(architecture="paper", steps=4), images, None, tmp_path / "run",
               resume=True, progress=False)
+    # found by a new-user check: a resume asking for fewer steps than done wrote a checkpoint
+    # labelled with the smaller step; a refused resume rewrote config.json
+    with pytest.raises(ValueError, match=r"already at step 3, beyond steps=2"):
+        train(cfg.replace(steps=2, learning_rate=0.5), images, None, tmp_path / "run",
+              resume=True, progress=False)
+    assert (tmp_path / "run" / "config.json").read_text() == config
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["3"]
+    # an accepted resume names the settings it changes
+    said = []
+    train(cfg.replace(steps=4, learning_rate=5e-4), images, None, tmp_path / "run",
+          resume=True, progress=False, log=said.append)
+    assert any("this call changes" in m and "learning_rate 0.001 -> 0.0005" in m
+               and "steps 3 -> 4" in m for m in said), said

@@ -269,6 +269,30 @@ def make_pretrain_step(cfg: OneNetConfig, splits, weights: OneNetLossWeights = O
     return jax.jit(step, donate_argnums=(0,)), init
 
 
+#: what a OneNet checkpoint's arrays depend on: a resume must keep them
+_RESUME_KEYS = ("width", "norm", "n_reference", "compute_dtype", "batch_size")
+
+
+def _check_resume_settings(out: Path, cfg: OneNetConfig) -> None:
+    """Refuse a resume whose model settings differ from the run's, or that asks for fewer
+    steps than it has done, before anything is written."""
+    cfg_path = out / "config.json"
+    if not cfg_path.exists():
+        return
+    saved = json.loads(cfg_path.read_text())
+    differ = [k for k in _RESUME_KEYS if k in saved and saved[k] != getattr(cfg, k)]
+    if differ:
+        was = ", ".join(f"{k}={saved[k]!r}" for k in differ)
+        asked = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ)
+        raise ValueError(f"--resume: the OneNet run in {out} was trained with {was}, this call "
+                         f"asks for {asked}; its checkpoints need the same "
+                         f"{', '.join(_RESUME_KEYS)}")
+    steps = sorted(int(p.name) for p in (out / "checkpoints").glob("*") if p.name.isdigit())
+    if steps and steps[-1] > cfg.steps:
+        raise ValueError(f"--resume: the run in {out} is already at step {steps[-1]}, beyond "
+                         f"steps={cfg.steps}; ask for at least {steps[-1]} steps")
+
+
 def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | Path, *,
                     resume: bool = False, overwrite: bool = False, progress: bool = True,
                     stop_after: int | None = None, time_budget_s: float | None = None,
@@ -291,8 +315,9 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     # every check before the output folder is created: a refused run leaves nothing behind
     cfg.validate()
     _checks.check_image_array("train_images", train_images)
+    if resume:
+        _check_resume_settings(Path(out_dir), cfg)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
-    (out / "config.json").write_text(cfg.to_json())
     splits, _ = build_models(cfg)
     step_fn, init = make_pretrain_step(cfg, splits)
     state = init(tuple(s[1] for s in splits))
@@ -309,6 +334,7 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
         data = BatchIterator.from_state(train_images, meta["data"])
         start = int(meta["step"])
         log(f"resumed OneNet pretraining from step {start}")
+    (out / "config.json").write_text(cfg.to_json())  # after a resume point was found
     batches = Batches(prefetch(data, size=2), lambda b: jnp.asarray(to_float(b)))
     run = run_steps(
         out=out, state=state, batches=batches,

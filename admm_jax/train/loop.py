@@ -72,9 +72,29 @@ def check_output_dir(out_dir: str | Path, *, resume: bool, overwrite: bool = Fal
             raise OutputExistsError(
                 f"output folder {out} already exists and is not empty; pass --resume to "
                 f"continue that run, --overwrite to replace it, or choose another folder.")
-        if not resume:
+        if resume:
+            _check_resumable(out)
+        else:
             _check_replaceable(out)
     return out
+
+
+#: what an admm-jax run leaves in its folder besides :data:`OUTPUT_MARKER` (folders made
+#: before the marker existed): training checkpoints, evaluation partial results, the
+#: training provenance log, reproduce's DU-ADMM stage
+_RUN_FOOTPRINTS = ("checkpoints", "partial", "provenance.jsonl", "du_admm")
+
+
+def _check_resumable(out: Path) -> None:
+    """``--resume`` appends to the logs of ``out`` and reads its checkpoints: only in the
+    folder of an admm-jax run, never in a folder of the user's own files."""
+    if (out / OUTPUT_MARKER).exists() or any((out / n).exists() for n in _RUN_FOOTPRINTS):
+        return
+    names = sorted(p.name for p in out.iterdir())
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    raise OutputExistsError(
+        f"--resume: output folder {out} holds {shown} but no admm-jax run (no {OUTPUT_MARKER} "
+        f"or checkpoints); give the folder of the run to continue, or another folder.")
 
 
 def _check_replaceable(out: Path) -> None:
@@ -292,8 +312,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     # (built once: each eager initialisation compiles one small program per layer shape)
     prior_fn, params = build_prior(cfg)
     params = warm_start(params, cfg)
+    if resume:  # refuse a resume that cannot continue before anything is written
+        _check_resume_settings(Path(out_dir), cfg)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
-    _write_config(out, cfg, resume)
 
     problems = tuple(get_problems()[n] for n in cfg.problems)
     tx = make_optimizer(cfg)
@@ -305,6 +326,8 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     start = 0
     if resume:
         state, data, start = _resume_point(ckpt, state, data, train_images, cfg, log)
+    _note_changed_settings(out, cfg, resume, log)
+    (out / "config.json").write_text(cfg.to_json())
     if provenance is not None:
         append_jsonl(out / "provenance.jsonl", {"start_step": start, **provenance})
 
@@ -349,21 +372,39 @@ def _resume_point(ckpt: Checkpointer, state: TrainState, data, train_images: np.
     return state, BatchIterator.from_state(train_images, meta["data"], augment=cfg.augment), start
 
 
-def _write_config(out: Path, cfg: TrainConfig, resume: bool) -> None:
-    """``config.json`` of the run; a resumed run must keep what its checkpoints depend on."""
+def _check_resume_settings(out: Path, cfg: TrainConfig) -> None:
+    """A resumed run must keep what its checkpoints depend on, and must not be asked to stop
+    before the step it has already reached. Reads only: a refused resume changes nothing."""
     cfg_path = out / "config.json"
-    if resume and cfg_path.exists():
-        saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-        keys = ("architecture", "width", "compute_dtype", "batch_size", "objective")
-        differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
-        if differ:
-            was = ", ".join(f"{k}={getattr(saved, k)!r}" for k in differ)
-            asked = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ)
-            raise ValueError(f"--resume: the run in {out} was trained with {was}, this call asks "
-                             f"for {asked}; its checkpoints need the same {', '.join(keys)} "
-                             f"(give the run's settings again, e.g. the command in "
-                             f"{out / 'provenance.jsonl'})")
-    cfg_path.write_text(cfg.to_json())
+    if not cfg_path.exists():
+        return
+    saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
+    keys = ("architecture", "width", "compute_dtype", "batch_size", "objective")
+    differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
+    if differ:
+        was = ", ".join(f"{k}={getattr(saved, k)!r}" for k in differ)
+        asked = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ)
+        raise ValueError(f"--resume: the run in {out} was trained with {was}, this call asks "
+                         f"for {asked}; its checkpoints need the same {', '.join(keys)} "
+                         f"(give the run's settings again, e.g. the command in "
+                         f"{out / 'provenance.jsonl'})")
+    steps = sorted(int(p.name) for p in (out / "checkpoints").glob("*") if p.name.isdigit())
+    if steps and steps[-1] > cfg.steps:
+        raise ValueError(f"--resume: the run in {out} is already at step {steps[-1]}, beyond "
+                         f"steps={cfg.steps}; ask for at least {steps[-1]} steps")
+
+
+def _note_changed_settings(out: Path, cfg: TrainConfig, resume: bool,
+                           log: Callable[[str], None]) -> None:
+    """On resume, say which settings this call changes (they apply from its first step on)."""
+    cfg_path = out / "config.json"
+    if not (resume and cfg_path.exists()):
+        return
+    saved, now = json.loads(cfg_path.read_text()), json.loads(cfg.to_json())
+    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
+    if changed:
+        log(f"--resume: this call changes {', '.join(changed)} (from the resumed step on; the "
+            f"previous settings stay in {out / 'provenance.jsonl'})")
 
 
 def _train_record(categories: tuple[str, ...], batch_size: int) -> Callable:
