@@ -167,7 +167,7 @@ def main(argv=None) -> dict:
 
     # ---------------------------------------------------------------- 3. unrolled, cheap prox
     T = args.iters
-    rho_p = jnp.full((B,), pid.rho, jnp.float32)
+    rho_p = jnp.full((B,), get_preset("paper").settings("pid").du_admm.rho, jnp.float32)
     for kind in ("stencil", "conv"):
         prox_fn, params = stand_in_prox(kind)
         for unroll in (1, T):

@@ -101,4 +101,13 @@ def summarise(folder: Path, top: int = 20) -> str:
 
 
 if __name__ == "__main__":
-    print(summarise(Path(sys.argv[1] if len(sys.argv) > 1 else "compile_times")))
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Summarise the per-test compile times this plugin recorded "
+                    "(PYTHONPATH=benchmarks pytest -n 2 -q -p pytest_compile_times first).")
+    parser.add_argument("folder", nargs="?", default="compile_times",
+                        help="folder of compile_times_*.jsonl files (default: compile_times)")
+    parser.add_argument("--top", type=int, default=20, help="tests listed (default 20)")
+    args = parser.parse_args()
+    print(summarise(Path(args.folder), args.top))

@@ -36,7 +36,13 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import torch
+try:
+    import torch
+except ImportError:  # a benchmark peer, not part of the library: say what to install
+    if __name__ == "__main__":
+        raise SystemExit("error: torch_peer.py needs PyTorch: pip install torch (the CPU build "
+                         "is enough); it is imported by bench_vs_torch.py, not run itself")
+    raise
 import torch.nn.functional as F
 from torch import nn
 
@@ -527,3 +533,8 @@ def make_train_step(net: nn.Module, cfg: Any, *, compile: bool = False
 def count_params(net: nn.Module) -> int:
     """Number of scalar parameters."""
     return int(sum(math.prod(p.shape) for p in net.parameters()))
+
+
+if __name__ == "__main__":
+    raise SystemExit("torch_peer.py is a module: run benchmarks/bench_vs_torch.py (timings) or "
+                     "pytest tests/test_torch_peer.py (equality with admm_jax's step)")

@@ -20,11 +20,14 @@
 #   command: "bash experiments/gpu_session.sh export"       (bf16 weights + logs into $OUT)
 # The GPU image already has jax, flax, optax, orbax, chex, tqdm, matplotlib, pillow and torch,
 # so the package runs from the checkout (PYTHONPATH) without installing anything.
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 OUT="${OUT:-outputs/gpu_session}"
-[ "${1:-}" = preflight ] || mkdir -p "$OUT"  # preflight writes nothing
+case "${1:-}" in vs_torch|bench|train|export) mkdir -p "$OUT" ;; esac  # others write nothing
 DATA="${DATA:-local_data/utkface64.npz}"
 RUN="${RUN:-runs/paper_utkface}"
 PY=python3

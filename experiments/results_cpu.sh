@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The CPU-scale runs behind RESULTS.md (2-core machine, no GPU). Outputs in runs/ (git-ignored).
 # Data: ../shared/data/utkface (faces) and ../shared/data/bsds500 (natural photos).
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=.venv/bin/admm-jax

@@ -8,8 +8,13 @@
 # per operator by experiments/tune_pnp.py).
 # Resumable: rerun with --resume after an interruption.
 #   usage: experiments/train_denoiser.sh [--resume] [--steps N] ...
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# admm-jax from the active environment, else from the checkout's .venv
+export PATH="$PATH:$PWD/.venv/bin"
 OUT=${OUT:-runs/denoiser}
 DATA=${DATA:-../shared/data/utkface}
 ADMM_JAX_RECIPE="DATA=$DATA experiments/train_denoiser.sh $*" \

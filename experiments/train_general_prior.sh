@@ -7,8 +7,13 @@
 # (admm_jax.rho_rules). Held out on purpose: demosaicing, Cartesian k-space rows, SR x3, motion
 # blur. Resumable: rerun with --resume after an interruption.
 #   usage: experiments/train_general_prior.sh [--resume] [--steps N] ...
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# admm-jax from the active environment, else from the checkout's .venv
+export PATH="$PATH:$PWD/.venv/bin"
 OUT=${OUT:-runs/general_prior}
 DATA=${DATA:-../shared/data/utkface}
 ADMM_JAX_RECIPE="DATA=$DATA experiments/train_general_prior.sh $*" \

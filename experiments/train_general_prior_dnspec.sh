@@ -18,8 +18,13 @@
 # export_weights.py each stage, general_prior_eval.py, general_prior_iterations.py and
 # export_pretrained.py as in RESULTS.md section 7.0f.
 #   usage: [STEPS_PAPER=1500] [STEPS_FAMILY=1800] experiments/train_general_prior_dnspec.sh [--resume]
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# admm-jax from the active environment, else from the checkout's .venv
+export PATH="$PATH:$PWD/.venv/bin"
 DATA=${DATA:-../shared/data/utkface}
 OUT_PREFIX=${OUT_PREFIX:-runs/dnspec}
 CACHE=${CACHE_DIR:-/tmp/cache}

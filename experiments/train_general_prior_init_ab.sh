@@ -13,8 +13,13 @@
 # Resumable: rerun with --resume.
 # DATA and OUT_PREFIX (default runs/init_ab: runs/init_ab_<arm>) choose the images and the run folders.
 #   usage: [ARMS="denoiser specialised"] [STEPS=600] experiments/train_general_prior_init_ab.sh [--resume] ...
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# admm-jax from the active environment, else from the checkout's .venv
+export PATH="$PATH:$PWD/.venv/bin"
 DATA=${DATA:-local_data/bsds.npz}
 OUT_PREFIX=${OUT_PREFIX:-runs/init_ab}
 declare -A INIT=([denoiser]=results/weights/utkface_denoiser_unet_w0.25

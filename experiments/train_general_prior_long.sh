@@ -10,8 +10,13 @@
 #   DATA=local_data/bsds.npz INIT=results/weights/bsds_general_unet_w0.25 \
 #   OUT=runs/general_natural_long experiments/train_general_prior_long.sh
 #   usage: experiments/train_general_prior_long.sh [--resume] [--steps N] ...
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# admm-jax from the active environment, else from the checkout's .venv
+export PATH="$PATH:$PWD/.venv/bin"
 OUT=${OUT:-runs/general_long}
 DATA=${DATA:-../shared/data/utkface}
 INIT=${INIT:-results/weights/utkface_general_paper_unet_w0.25}

@@ -8,8 +8,13 @@
 # SR x3, motion blur. Resumable: rerun with --resume after an interruption.
 #   usage: experiments/train_general_prior_stage2.sh [--resume] [--steps N] ...
 # Measured 2026-12-01 on the project's 2-core AMD EPYC (family 26): 1,500 steps in 14.4 min.
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# admm-jax from the active environment, else from the checkout's .venv
+export PATH="$PATH:$PWD/.venv/bin"
 OUT=${OUT:-runs/general_paper}
 DATA=${DATA:-../shared/data/utkface}
 ADMM_JAX_RECIPE="DATA=$DATA experiments/train_general_prior_stage2.sh $*" \

@@ -8,8 +8,13 @@
 # nearest training relatives of the held-out demosaicing and motion blur). Compare them with
 # experiments/general_prior_eval.py (RESULTS.md section 7.0b). Resumable: rerun with --resume.
 #   usage: [ARMS="A B C"] experiments/train_general_prior_zeros_ab.sh [--resume] [--steps N] ...
+case "${1:-}" in  # --help: the comment block above, nothing run or written
+  -h|--help) sed -n '2,/^set -euo pipefail/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
+esac
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# admm-jax from the active environment, else from the checkout's .venv
+export PATH="$PATH:$PWD/.venv/bin"
 DATA=${DATA:-local_data/bsds.npz}
 INIT=${INIT:-results/weights/bsds_general_long_unet_w0.25}
 train_arm() {  # name, mix, extra arguments
