@@ -277,13 +277,26 @@ def _compiled_solve(prior: Any, num_iters: int, restart_every: int | None = None
     return _SOLVERS[key]
 
 
+#: SSIM's Gaussian window (scikit-image truncates it at 3.5σ: 11 px at σ = 1.5)
+SSIM_SIGMA, _SSIM_TRUNCATE = 1.5, 3.5
+
+
 def ssim(x: np.ndarray, ref: np.ndarray) -> float:
-    """SSIM of ``x`` against ``ref`` (H, W, C) in [0, 1] (scikit-image, Gaussian window)."""
+    """SSIM of ``x`` against ``ref`` (H, W, C) in [0, 1] (scikit-image, Gaussian window of
+    σ = 1.5, 11 px). On images smaller than the window, σ shrinks until it fits; below 7 px
+    (scikit-image's smallest window) the SSIM is NaN."""
     from skimage.metrics import structural_similarity
 
     x, ref = np.clip(np.asarray(x, np.float64), 0, 1), np.asarray(ref, np.float64)
+    side = min(ref.shape[0], ref.shape[1])
+    side -= 1 - side % 2  # the window is odd
+    if side < 7:
+        return float("nan")
+    sigma = SSIM_SIGMA
+    while 2 * int(_SSIM_TRUNCATE * sigma + 0.5) + 1 > side:
+        sigma *= 0.9
     return float(structural_similarity(ref, x, data_range=1.0, channel_axis=-1,
-                                       gaussian_weights=True, sigma=1.5,
+                                       gaussian_weights=True, sigma=sigma,
                                        use_sample_covariance=False))
 
 
@@ -412,6 +425,14 @@ def restore_files(inputs: Sequence[str | Path], out_dir: str | Path, deg: Degrad
     plan = _plan(inputs, out, deg, simulate_first, overwrite)
     images = [read_image(p, grey) for p, _ in plan]  # unreadable files fail before writing
     solve_settings(prior, problem=deg.problem, rho=rho, num_iters=num_iters, sigma=deg.sigma)
+    for i, ((path, _), image) in enumerate(zip(plan, images)):
+        try:  # an operator that cannot measure one image (too small) fails before writing
+            if simulate_first:
+                simulate(deg, jax.random.fold_in(jax.random.PRNGKey(seed), i), image)
+            else:
+                observe(deg, image)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for i, ((path, outs), image) in enumerate(tqdm(list(zip(plan, images)), desc="solve",

@@ -236,6 +236,33 @@ def test_solve_simulate_end_to_end(tmp_path, capsys, size, problem):
     assert "outputs written to" in capsys.readouterr().out
 
 
+def test_ssim_fits_its_window_to_small_images():
+    """Found by a new-user check: ``solve --simulate`` on a photo under 11 px stopped partway
+    with scikit-image's "win_size exceeds image extent" after writing some outputs."""
+    from skimage.metrics import structural_similarity
+
+    from admm_jax.restore import ssim
+
+    rng = np.random.default_rng(0)
+    ref = rng.random((16, 16, 3))
+    noisy = np.clip(ref + 0.1 * rng.standard_normal(ref.shape), 0, 1)
+    want = structural_similarity(ref, noisy, data_range=1.0, channel_axis=-1,
+                                 gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim(noisy, ref) == pytest.approx(want, abs=1e-12)  # unchanged where it fits
+    small = ssim(noisy[:10, :9], ref[:10, :9])
+    assert 0 < small < 1
+    assert np.isnan(ssim(noisy[:6, :6], ref[:6, :6]))
+
+
+def test_solve_refuses_an_image_its_operator_cannot_measure_before_writing(tmp_path, capsys):
+    big, tiny = _photo(tmp_path, 64), _photo(tmp_path, 10)
+    out = tmp_path / "out"
+    assert cli_main(["solve", str(big), str(tiny), "--problem", "sr", "--simulate", "--scale",
+                     "16", "--out", str(out), "--no-progress"]) == 2
+    assert "cat10.png: image of size 10x10 is smaller than the scale 16" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_solve_with_the_mirror_ensemble(tmp_path):
     """``--ensemble hflip`` restores with the mirror-averaged prior: a different result from
     the plain prior's on the same simulated measurement, and still a restoration."""
