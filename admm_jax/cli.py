@@ -111,6 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "operator_mix": args.operator_mix, "rho_rule": args.rho_rule,
         "objective": args.objective, "init_weights": args.init_weights,
         "loss_every": args.loss_every, "rho_period": args.rho_period,
+        "val_images": args.val_images,
     }.items() if v is not None}
     if args.problems:
         overrides["problems"] = tuple(args.problems.split(","))
@@ -125,10 +126,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     train_images = _load(args.data, _train_split(args.data), args.cache_dir,
                          args.max_train_images, progress=not args.no_progress)
-    val_images = _load(args.data, "test", args.cache_dir, cfg.val_images,
-                       progress=not args.no_progress)
-    print(f"training on {len(train_images)} images from {args.data!r}; validating on "
-          f"{len(val_images)} held-out images; width {cfg.width}, batch {cfg.batch_size}, "
+    val_images = None  # --val-images 0: no validation, and no test split needed
+    if cfg.val_images > 0:
+        try:
+            val_images = _load(args.data, "test", args.cache_dir, cfg.val_images,
+                               progress=not args.no_progress)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ValueError(f"{exc} Validation reads the test split; train without it with "
+                             f"--val-images 0.") from exc
+    validating = (f"validating on {len(val_images)} held-out images" if val_images is not None
+                  else "no validation (--val-images 0)")
+    print(f"training on {len(train_images)} images from {args.data!r}; {validating}; "
+          f"width {cfg.width}, batch {cfg.batch_size}, "
           f"{'denoiser objective' if cfg.objective == 'denoise' else f'T {cfg.num_iters}'}, "
           f"{cfg.steps} steps ({cfg.preset} preset)")
     train(cfg, train_images, val_images, args.out, resume=args.resume,
@@ -380,6 +389,9 @@ def _add_train_parser(sub) -> None:
                    help="warm start from a weights folder written by train (<run>/params)")
     t.add_argument("--val-every", type=int, default=None,
                    help="steps between validation PSNR measurements on held-out images")
+    t.add_argument("--val-images", type=int, default=None,
+                   help="held-out images (from the test split) for the validation PSNR "
+                        "(default 50); 0: no validation, for a source without a test split")
     t.add_argument("--distributed", action="store_true",
                    help="call jax.distributed.initialize() first (multi-host data parallel)")
     t.set_defaults(func=cmd_train)
@@ -451,6 +463,7 @@ _SOLVE_FLAGS = ((r"\bnum_iters\b", "--iters"), (r"\bnoise_std\b", "--noise"),
 _CONFIG_FLAGS = tuple((rf"\b{name}\b", flag) for name, flag in (  # identifiers: anywhere
     ("batch_size", "--batch"), ("num_iters", "--iters"), ("learning_rate", "--lr"),
     ("checkpoint_every", "--checkpoint-every"), ("val_every", "--val-every"),
+    ("val_images", "--val-images"),
     ("compute_dtype", "--dtype"), ("loss_every", "--loss-every"), ("rho_period", "--rho-period"),
     ("rho_rule", "--rho-rule"), ("operator_mix", "--operator-mix"),
     ("init_weights", "--init-weights"), ("problem_probs", "--problem-probs"))) + tuple(

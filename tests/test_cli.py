@@ -137,6 +137,8 @@ def _refused(capsys, argv: list[str], out: Path, fragment: str) -> None:
     (["--lr", "0"], "--lr must be > 0, got 0.0"),
     (["--checkpoint-every", "0"], "--checkpoint-every must be >= 1, got 0"),
     (["--loss-every", "3", "--iters", "8"], "--loss-every=3 must divide --iters=8"),
+    (["--steps", "0"], "--steps must be >= 1, got 0"),  # wrote untrained params/ as trained
+    (["--val-images", "-1"], "--val-images must be >= 0, got -1"),
 ])
 def test_train_errors_name_the_flags(tmp_path, capsys, flags, message):
     """Found by a new-user check: the errors named the library's arguments (batch_size, ...)."""
@@ -281,6 +283,24 @@ def test_flat_folder_too_small_for_a_hashed_test_split(tmp_path, capsys):
     assert main(["evaluate", "--data", str(flat), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "test/ for evaluate" in err and "at least about 44 images" in err
+
+
+def test_train_without_a_test_split_needs_val_images_0(tmp_path, capsys):
+    """Found by a new-user check: a folder of training images alone could not be trained on
+    (validation always read the test split); --val-images 0 trains without validation."""
+    from PIL import Image
+
+    data = tmp_path / "mine" / "train"
+    data.mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(data / f"{i}.png")
+    args = ["train", "--data", str(data.parent), "--architecture", "unet", "--width", "0.0625",
+            "--iters", "2", "--steps", "1", "--batch", "2", "--no-progress"]
+    out = tmp_path / "run"
+    _refused(capsys, [*args, "--out", str(out)], out, "train without it with --val-images 0")
+    assert main([*args, "--val-images", "0", "--out", str(out)]) == 0
+    assert "no validation (--val-images 0)" in capsys.readouterr().out
+    assert (out / "params").is_dir() and not (out / "validation.jsonl").exists()
 
 
 def test_usage_errors_are_one_line_too(tmp_path, capsys):

@@ -92,7 +92,7 @@ class OneNetConfig:
         allowed. Called before anything is written to disk."""
         from admm_jax import _checks
 
-        for name, low in (("n_reference", 1), ("steps", 0), ("batch_size", 1), ("seed", 0),
+        for name, low in (("n_reference", 1), ("steps", 1), ("batch_size", 1), ("seed", 0),
                           ("checkpoint_every", 1), ("keep_checkpoints", 1), ("log_every", 1),
                           ("val_images", 0)):
             _checks.check_int(name, getattr(self, name), minimum=low)

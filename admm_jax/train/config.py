@@ -146,7 +146,7 @@ class TrainConfig:
         from admm_jax import _checks
         from admm_jax.problems import get_problems
 
-        for name, low in (("batch_size", 1), ("steps", 0), ("num_iters", 1), ("image_size", 1),
+        for name, low in (("batch_size", 1), ("steps", 1), ("num_iters", 1), ("image_size", 1),
                           ("checkpoint_every", 1), ("keep_checkpoints", 1), ("log_every", 1),
                           ("val_every", 0), ("val_images", 0), ("seed", 0)):
             _checks.check_int(name, getattr(self, name), minimum=low)
