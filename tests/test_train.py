@@ -416,8 +416,18 @@ def test_corrupt_checkpoint_gives_clear_error(tmp_path):
     for f in (tmp_path / "ck" / "3").rglob("*"):
         if f.is_file() and f.stat().st_size > 0 and "meta" not in str(f):
             f.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="could not be restored"):
+    with pytest.raises(CheckpointError, match="could not be restored") as err:
         Checkpointer(tmp_path / "ck").restore({"w": jnp.zeros((10,))})
+    # one readable line: not TensorStore's dump of the store's spec (seen by a new user)
+    assert "TensorStore details" not in str(err.value) and "bound method" not in str(err.value)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 700
+    ck.save(4, {"w": jnp.ones((10,))}, {"step": 4})  # data files cut short, as a disk-full
+    for f in (tmp_path / "ck" / "4").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            os.truncate(f, 10)
+    with pytest.raises(CheckpointError, match="could not be restored") as err:
+        Checkpointer(tmp_path / "ck").restore({"w": jnp.zeros((10,))})
+    assert "TensorStore details" not in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
         Checkpointer(tmp_path / "empty").restore({"w": jnp.zeros((10,))})
 

@@ -9,6 +9,7 @@ checkpoint as the latest one; the last ``keep`` checkpoints are kept.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,9 @@ def _is_orphaned_read_callback(unraisable: Any) -> bool:
     (``RuntimeError('Event loop is closed')`` raised in asyncio's ``_check_closed``) and
     Python reports each one as an unraisable exception, a traceback on stderr after our own
     one-line error. They carry no information: the restore has already failed and said why."""
+    code = getattr(unraisable.object, "cr_code", None)  # an abandoned orbax coroutine
+    if code is not None and "orbax" in code.co_filename:
+        return True
     exc = unraisable.exc_value
     if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
         return False
@@ -57,9 +61,23 @@ def _orphaned_reads_silenced() -> Iterator[None]:
 
     hook._admm_jax_orphaned_reads = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
-    yield  # an exception propagates from here and leaves the filter in place
+    try:
+        yield
+    except BaseException:  # leave the filter in place, and drop asyncio's log of those reads
+        asyncio_log = logging.getLogger("asyncio")
+        if not any(isinstance(f, _AbandonedTaskFilter) for f in asyncio_log.filters):
+            asyncio_log.addFilter(_AbandonedTaskFilter())
+        raise
     if sys.unraisablehook is hook:
         sys.unraisablehook = previous
+
+
+class _AbandonedTaskFilter(logging.Filter):
+    """After a failed restore, asyncio logs each abandoned read task whose exception nobody
+    retrieved ("Task exception was never retrieved", with a traceback): drop those lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Task exception was never retrieved")
 
 
 class Checkpointer:
@@ -110,7 +128,7 @@ class Checkpointer:
         except Exception as exc:  # orbax raises many types; name the checkpoint and the cause
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} could not be restored "
-                f"({type(exc).__name__}: {str(exc)[:300]}). It may be corrupt or come from a "
+                f"({type(exc).__name__}: {_short_reason(exc)}). It may be corrupt or come from a "
                 f"model with another width/preset; delete it to fall back to an older one."
             ) from exc
         return restored.state, dict(restored.meta)
@@ -275,7 +293,7 @@ def _check_stored_shapes(state_dir: Path, template: Any, what: str) -> None:
                   for p, m in jax.tree_util.tree_leaves_with_path(stored_tree)}
     except Exception as exc:  # orbax raises many types for unreadable metadata
         raise CheckpointError(f"could not read the {what} weights in {state_dir}: "
-                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+                              f"{type(exc).__name__}: {_short_reason(exc)}") from exc
     finally:
         absl_log.setLevel(level)
     if not stored:
