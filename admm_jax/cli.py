@@ -28,10 +28,11 @@ class CommandError(Exception):
 #: taken (``OSError``: ``FileNotFoundError``, ``NotADirectoryError``, ``FileExistsError`` and
 #: its ``OutputExistsError``, ``PermissionError``), checkpoints or weights that cannot be read
 #: (``CheckpointError``, added in :func:`_user_errors`), a diverged training run
-#: (``FloatingPointError``) and :class:`CommandError`. Any other exception is a bug: still one
+#: (``FloatingPointError``), an optional package that is not installed (``ImportError``, e.g.
+#: TensorFlow for ``tfds:``) and :class:`CommandError`. Any other exception is a bug: still one
 #: line (exit 2), naming its type and asking for ``--debug``.
 USER_ERRORS: tuple[type[BaseException], ...] = (CommandError, ValueError, TypeError, OSError,
-                                                FloatingPointError)
+                                                FloatingPointError, ImportError)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

@@ -323,6 +323,18 @@ def test_debug_flag_shows_the_traceback(tmp_path, capsys, pack):
     assert not out.exists()
 
 
+def test_a_packed_file_without_the_split_is_a_user_error_not_a_bug(tmp_path, capsys):
+    """Found by a new-user check: a pack with a train split only, given to evaluate, gave
+    "unexpected KeyError ... (a bug: rerun with --debug)"."""
+    from admm_jax.data import save_packed
+
+    pack = save_packed(tmp_path / "trainonly.npz",
+                       {"train": np.zeros((4, 64, 64, 3), np.uint8)}, codec="raw")
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--data", str(pack), "--out", str(out), "--no-progress"],
+             out, "split 'test' not in packed file")
+
+
 def test_an_unexpected_exception_is_one_line_naming_it(tmp_path, capsys, monkeypatch, pack):
     import admm_jax.cli as cli
 

@@ -394,7 +394,7 @@ def test_pack_roundtrip_and_bad_specs(tmp_path):
     path = D.save_packed(tmp_path / "packs" / "mini.npz", {"train": tr, "test": te})
     np.testing.assert_array_equal(D.load_source(path, "train", size=16), tr)
     np.testing.assert_array_equal(D.load_source(path, "train+test", size=16), np.concatenate([tr, te]))
-    with pytest.raises(KeyError, match="holds"):
+    with pytest.raises(ValueError, match="holds"):
         D.load_source(path, "val", size=16)
     for codec in ("webp", "png"):  # lossless encodings: bit-exact round trip
         enc = D.save_packed(tmp_path / f"mini_{codec}.npz", {"train": tr, "test": te}, codec=codec)

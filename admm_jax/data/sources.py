@@ -209,7 +209,7 @@ def _load_packed(path: Path, parts: Sequence[str], hw: tuple[int, int]) -> np.nd
         for p in parts:
             key = next((k for k in _ALIASES.get(p, (p,)) if k in names), None)
             if key is None:
-                raise KeyError(f"split {p!r} not in packed file {str(path)!r}; it holds {names}.")
+                raise ValueError(f"split {p!r} not in packed file {str(path)!r}; it holds {names}.")
             if key in keys:
                 arr = z[key]
             else:
