@@ -241,6 +241,25 @@ def test_evaluate_weights_of_another_width(tmp_path, capsys, pack, saved_prior):
                       str(out), "--no-progress"], out, "array(s) of another shape")
 
 
+def test_evaluate_names_weights_given_as_the_other_method(tmp_path, capsys, pack,
+                                                          saved_prior):
+    """Found by a new-user check: a DU-ADMM prior given as --onenet listed "unknown
+    OneNetConfig keys" (mangled into flag names), and the reverse "unknown TrainConfig keys"."""
+    import json
+
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--onenet", str(saved_prior), "--data", str(pack), "--out",
+                      str(out), "--no-progress"], out,
+             "holds a DU-ADMM prior, not a OneNet projector; give it as --du-admm")
+    onenet = tmp_path / "onenet"
+    onenet.mkdir()
+    (onenet / "config.json").write_text(json.dumps({"width": 0.0625, "norm": "instance",
+                                                    "clamp": 10.0, "steps": 2}))
+    _refused(capsys, ["evaluate", "--du-admm", str(onenet), "--data", str(pack), "--out",
+                      str(out), "--no-progress"], out,
+             "holds a OneNet projector, not a DU-ADMM prior; give it as --onenet")
+
+
 def test_train_resume_from_a_corrupt_checkpoint(tmp_path, capsys, pack):
     from admm_jax.train import Checkpointer, init_train_state, make_optimizer, preset
     from admm_jax.train.loop import build_prior

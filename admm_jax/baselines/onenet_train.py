@@ -418,7 +418,8 @@ def _save_projector(path: Path, params: Any, cfg: OneNetConfig, *, batch_stats: 
 
 
 def load_projector(path: str | Path):
-    """(projector_fn(params, x01) -> x01, params, cfg) from a ``params/`` folder.
+    """(projector_fn(params, x01) -> x01, params, cfg) from a ``params/`` folder (or the
+    pretraining run's folder that holds it).
 
     With virtual batch norm the stored reference statistics are loaded into the projector, so
     ``projector_fn`` needs no reference batch and every image is processed independently (the
@@ -430,7 +431,14 @@ def load_projector(path: str | Path):
     from admm_jax.train.checkpoint import (CheckpointError, read_weights_config,
                                            restore_pytree, restore_weights)
 
-    cfg = OneNetConfig.from_dict(read_weights_config(path, "OneNet projector"))
+    path = Path(path)
+    if not (path / "state").exists() and (path / "params" / "state").exists():
+        path = path / "params"  # a pretraining run's folder: its final weights
+    saved = read_weights_config(path, "OneNet projector")
+    if "num_iters" in saved and "clamp" not in saved:
+        raise CheckpointError(f"{path.absolute()} holds a DU-ADMM prior, not a OneNet "
+                              f"projector; give it as --du-admm (evaluate) or to load_prior")
+    cfg = OneNetConfig.from_dict(saved)
     # shapes only (nnx.eval_shape): the weights come from the folder, so neither the random
     # initializers nor the discriminators need to run
     proj = nnx.eval_shape(lambda: _projector(cfg, nnx.Rngs(cfg.seed)))

@@ -73,11 +73,13 @@ def _orphaned_reads_silenced() -> Iterator[None]:
 
 
 class _AbandonedTaskFilter(logging.Filter):
-    """After a failed restore, asyncio logs each abandoned read task whose exception nobody
-    retrieved ("Task exception was never retrieved", with a traceback): drop those lines."""
+    """After a failed restore, asyncio logs each abandoned read whose exception nobody
+    retrieved ("Task exception was never retrieved" / "Future exception was never
+    retrieved", with the store's spec and a traceback): drop those records."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Task exception was never retrieved")
+        first_line = str(record.msg).split("\n", 1)[0]
+        return not first_line.endswith("exception was never retrieved")
 
 
 class Checkpointer:

@@ -33,6 +33,7 @@ from admm_jax.metrics import psnr
 from admm_jax.presets import training_rho
 from admm_jax.problems import Problem, get_problems, measure_indexed
 from admm_jax.train.checkpoint import (
+    CheckpointError,
     Checkpointer,
     read_weights_config,
     restore_weights,
@@ -425,6 +426,16 @@ def save_params(path: Path, params: Any, cfg: TrainConfig) -> None:
     save_weights(path, params, cfg.to_json())
 
 
+def _prior_config(path: Path, what: str) -> TrainConfig:
+    """The TrainConfig of a saved prior or run; a OneNet projector's folder (its config has
+    ``clamp`` and ``norm``, no ``num_iters``) is named as such instead of failing on its keys."""
+    saved = read_weights_config(path, what)
+    if {"clamp", "norm"} <= saved.keys() and "num_iters" not in saved:
+        raise CheckpointError(f"{Path(path).absolute()} holds a OneNet projector, not a {what}; "
+                              f"give it as --onenet (evaluate) or to load_projector")
+    return TrainConfig.from_dict(saved)
+
+
 def load_prior(path: str | Path):
     """Rebuild (apply_fn, params, cfg) from a ``params/`` folder written by :func:`train`, or
     from a training run folder that has no ``params/`` yet (an unfinished run): then the
@@ -433,13 +444,13 @@ def load_prior(path: str | Path):
     if not (path / "state").exists() and (path / "checkpoints").is_dir():
         if (path / "params").is_dir():
             return load_prior(path / "params")
-        cfg = TrainConfig.from_dict(read_weights_config(path, "DU-ADMM training run"))
+        cfg = _prior_config(path, "DU-ADMM training run")
         prior_fn, params = build_prior(cfg)
         tx = make_optimizer(cfg)
         template = TrainState(jnp.asarray(0, jnp.int32), params, tx.init(params))
         with Checkpointer(path / "checkpoints", keep=cfg.keep_checkpoints) as ckpt:
             state, _ = ckpt.restore(template)
         return prior_fn, state.params, cfg
-    cfg = TrainConfig.from_dict(read_weights_config(path, "DU-ADMM prior"))
+    cfg = _prior_config(path, "DU-ADMM prior")
     prior_fn, template = build_prior(cfg, abstract=True)
     return prior_fn, restore_weights(path, template, "DU-ADMM prior"), cfg
