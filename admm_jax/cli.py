@@ -218,6 +218,13 @@ def cmd_solve(args: argparse.Namespace) -> int:
         kernel=None if args.kernel is None else read_kernel(args.kernel),
         mask=None if args.mask is None else read_mask(args.mask))
     prior = pretrained(args.prior, ensemble=args.ensemble)
+    if args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    if args.noise is not None and not args.simulate and prior.rho_rule is None:
+        raise CommandError(f"--noise is used with --simulate (the noise to add) or by a prior "
+                           f"with a learned rho rule (the noise in your images); the "
+                           f"{prior.name!r} prior has a fixed rho per problem and would ignore "
+                           f"it: drop --noise, or use --prior general")
     grey = True if args.grey else None
     records = restore_files(args.inputs, args.out, deg, prior=prior,
                             simulate_first=args.simulate, grey=grey, rho=args.rho,

@@ -79,8 +79,9 @@ class Degradation:
             raise ValueError(f"problem {self.problem!r} is unknown; choose one of "
                              f"{', '.join(RESTORE_PROBLEMS)}")
         if self.noise_std is not None and not (np.isfinite(self.noise_std)
-                                               and self.noise_std >= 0):
-            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std}")
+                                               and 0 <= self.noise_std <= 1):
+            raise ValueError(f"noise_std must be in [0, 1] (std in the [0, 1] image range), "
+                             f"got {self.noise_std}")
         if isinstance(self.scale, bool) or int(self.scale) != self.scale or self.scale < 2:
             raise ValueError(f"scale must be an integer >= 2, got {self.scale}")
         if not (np.isfinite(self.blur_sigma) and self.blur_sigma > 0):
@@ -301,7 +302,17 @@ def ssim(x: np.ndarray, ref: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- files
-def read_image(path: str | Path, grey: bool | None = None) -> np.ndarray:
+def _check_file(path: Path, what: str) -> None:
+    """FileNotFoundError / IsADirectoryError naming ``what`` the path was given as."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {path} is a folder; give image files (e.g. "
+                                f"{path}/*.png)")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+
+
+def read_image(path: str | Path, grey: bool | None = None, what: str = "input image"
+               ) -> np.ndarray:
     """An image file as float32 (H, W, C) in [0, 1]: C = 1 for greyscale files (or ``grey=True``),
     3 otherwise (alpha composited over white). Raises FileNotFoundError / ValueError."""
     from PIL import Image, UnidentifiedImageError
@@ -309,8 +320,7 @@ def read_image(path: str | Path, grey: bool | None = None) -> np.ndarray:
     from admm_jax.data.images import to_rgb
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input image {path} does not exist")
+    _check_file(path, what)
     try:
         with Image.open(path) as im:
             im.load()
@@ -327,7 +337,7 @@ def read_image(path: str | Path, grey: bool | None = None) -> np.ndarray:
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask image as a bool (H, W) array: pixels brighter than half = observed."""
-    return read_image(path, grey=True)[..., 0] > 0.5
+    return read_image(path, grey=True, what="mask")[..., 0] > 0.5
 
 
 def read_kernel(path: str | Path) -> np.ndarray:
@@ -374,8 +384,7 @@ def _plan(inputs: Sequence[str | Path], out_dir: Path, deg: Degradation, simulat
                          f"needs a mask (which pixels were observed); pass --mask FILE")
     paths = [Path(p) for p in inputs]
     for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"input image {p} does not exist")
+        _check_file(p, "input image")
     stems = [p.stem for p in paths]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:

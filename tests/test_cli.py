@@ -322,6 +322,24 @@ def test_train_without_a_test_split_needs_val_images_0(tmp_path, capsys):
     assert (out / "params").is_dir() and not (out / "validation.jsonl").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--noise", "2", "--simulate"], "--noise must be in [0, 1]"),
+    (["--noise", "0.05"], "the 'natural' prior has a fixed rho per problem and would ignore it"),
+    (["--seed", "-1", "--simulate"], "--seed must be >= 0, got -1"),
+    (["--mask", "missing.png"], "mask missing.png does not exist"),
+])
+def test_solve_refusals_found_by_a_new_user(tmp_path, capsys, flags, message):
+    from PIL import Image
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((16, 16, 3), 100, np.uint8)).save(photo)
+    out = tmp_path / "out"
+    _refused(capsys, ["solve", str(photo), "--problem", "pid", *flags, "--out", str(out),
+                      "--no-progress"], out, message)
+    _refused(capsys, ["solve", str(tmp_path), "--problem", "sr", "--out", str(out),
+                      "--no-progress"], out, f"input image {tmp_path} is a folder")
+
+
 def test_usage_errors_are_one_line_too(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as info:
