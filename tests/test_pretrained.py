@@ -336,7 +336,7 @@ def test_solve_bad_inputs_give_one_line_errors_and_write_nothing(tmp_path, capsy
                    "--iters must be a multiple of 8")
     # the library's argument names become the command's flags
     for flags, message in ((["--iters", "0"], "--iters must be an integer >= 1, got 0"),
-                           (["--simulate", "--noise", "-0.1"], "--noise must be a finite"),
+                           (["--simulate", "--noise", "-0.1"], "--noise must be in [0, 1]"),
                            (["--scale", "0"], "--scale must be an integer >= 2, got 0")):
         _fails_cleanly(tmp_path, capsys, ["solve", photo.name, "--problem", "sr", *flags,
                                          "--out", "o"], message)
@@ -496,9 +496,10 @@ def test_trained_prior_bad_folder_and_rule(tmp_path):
     with pytest.raises(ValueError, match="long_run_rule must be 'restart' or 'cycle', got 'hold'"):
         aj.trained_prior(tmp_path, long_run_rule="hold")
     (tmp_path / "config.json").write_text(json.dumps({"norm": "batch", "clamp": 1.0}))
-    foreign = re.escape(f"trained prior '{tmp_path}': unknown TrainConfig keys")
+    foreign = re.escape(f"trained prior '{tmp_path}': {tmp_path} holds a OneNet projector, "
+                        f"not a DU-ADMM prior")
     with pytest.raises(ValueError, match=foreign):
-        aj.trained_prior(tmp_path)  # e.g. a OneNet projector's folder
+        aj.trained_prior(tmp_path)  # a OneNet projector's folder, named as such
 
 
 # ------------------------------------------------------------- loading builds shapes only
