@@ -56,7 +56,8 @@ def _check_count(flag: str, value: int | None) -> None:
         _checks.check_int(flag, value, minimum=1)
 
 
-def _add_data_args(p: argparse.ArgumentParser, default: str = "bundled") -> None:
+def _add_data_args(p: argparse.ArgumentParser, default: str = "bundled", *,
+                   trains: bool = True) -> None:
     p.add_argument("--data", default=default,
                    help="image source: 'bundled' (offline photos shipped in scikit-image / "
                         "scikit-learn wheels), a folder of images (with train/val/test "
@@ -64,8 +65,9 @@ def _add_data_args(p: argparse.ArgumentParser, default: str = "bundled") -> None
                         f"(default: {default})")
     p.add_argument("--cache-dir", default=None,
                    help="folder for decoded 64x64 image caches (speeds up reloading a folder)")
-    p.add_argument("--max-train-images", type=int, default=None,
-                   help="use at most this many training images")
+    if trains:  # evaluate reads only the test split (--n-images)
+        p.add_argument("--max-train-images", type=int, default=None,
+                       help="use at most this many training images")
 
 
 def _load(spec: str, split: str, cache_dir, limit=None, n=None, progress=True):
@@ -184,6 +186,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvalConfig(problems=tuple(args.problems.split(",")), preset=args.preset,
                      dataset=args.dataset, batch_size=args.batch, seed=args.seed)
     _check_count("--n-images", args.n_images)
+    from admm_jax.pretrained_priors import pretrained_names
+
+    if args.du_admm and not Path(args.du_admm).exists() and args.du_admm in pretrained_names():
+        raise CommandError(f"--du-admm {args.du_admm}: evaluate takes a weights folder written "
+                           f"by 'admm-jax train'; {args.du_admm!r} is a shipped prior: try it "
+                           f"with 'admm-jax solve IMAGES --prior {args.du_admm} --simulate'")
     check_output_dir(args.out, resume=args.resume, overwrite=args.overwrite)
     methods = methods_from_weights(args.du_admm, args.onenet, not args.no_wavelet)  # unreadable
     # weights stop here, before the output folder is prepared
@@ -423,7 +431,7 @@ def _add_evaluate_parser(sub) -> None:
                        description="Evaluate DU-ADMM, OneNet and wavelet-l1 on held-out "
                                    "images; writes table.{md,csv,json}, per_image.csv, "
                                    "table2.png, convergence.png.")
-    _add_data_args(e)
+    _add_data_args(e, trains=False)
     e.add_argument("--du-admm", default=None, help="folder of a trained prior (<run>/params)")
     e.add_argument("--onenet", default=None, help="folder of a pretrained projector")
     e.add_argument("--no-wavelet", action="store_true", help="skip the wavelet-l1 baseline")
@@ -502,7 +510,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        out = getattr(args, "out", None)
+        resumable = getattr(args, "resume", None) is not None and out and Path(out).is_dir()
+        hint = (f"; what was done is kept in {out}: rerun the same command with --resume to "
+                f"continue" if resumable else "")
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place where errors become messages
         if debug:

@@ -32,6 +32,12 @@ def main(argv=None) -> int:
     num_iters = json.loads(config.read_text()).get("num_iters", 8) if config.is_file() else 8
     start = next((r for r in recs if r.get("kind") == "pinv_start"), None)
     runs = [r for r in recs if r.get("kind") == "du_admm"]
+    if not runs:
+        kinds = sorted({str(r.get("kind")) for r in recs})
+        print(f"error: run: {str(run)!r} holds no DU-ADMM validation records (kinds found: "
+              f"{kinds}); this plot is for 'admm-jax train' runs of the unrolled objective",
+              file=sys.stderr)
+        return 2
     problems = [k for k in runs[0] if k not in ("step", "kind")]
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, p in enumerate(problems):

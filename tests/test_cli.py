@@ -340,6 +340,29 @@ def test_solve_refusals_found_by_a_new_user(tmp_path, capsys, flags, message):
                       "--no-progress"], out, f"input image {tmp_path} is a folder")
 
 
+def test_evaluate_given_a_shipped_prior_name_points_to_solve(tmp_path, capsys):
+    out = tmp_path / "eval"
+    _refused(capsys, ["evaluate", "--du-admm", "natural", "--out", str(out), "--no-progress"],
+             out, "'natural' is a shipped prior: try it with 'admm-jax solve IMAGES --prior "
+                  "natural --simulate'")
+
+
+def test_ctrl_c_says_how_to_continue(tmp_path, capsys, monkeypatch, pack):
+    """Found by a new-user check: an interrupted evaluate printed only "interrupted"."""
+    import admm_jax.evaluate as evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate, "run_evaluation", interrupted)
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(pack), "--n-images", "2", "--out", str(out),
+                 "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted; what was done is kept in {out}: rerun the same command "
+                   f"with --resume to continue"), err
+
+
 def test_usage_errors_are_one_line_too(tmp_path, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as info:
