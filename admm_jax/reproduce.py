@@ -35,7 +35,9 @@ from admm_jax.problems import PAPER_PROBLEMS
 class ReproducePreset:
     """Settings of the main job. ``train_budget_s``: wall-clock seconds of training given to
     EACH learned method (DU-ADMM and OneNet), compilation and validation included; their step
-    counts are then caps. ``None``: train for the step counts."""
+    counts are then caps. An interrupted stage resumed with ``--resume`` gets what is left of
+    its budget (the seconds recorded with its last checkpoint), not the whole budget again.
+    ``None``: train for the step counts."""
 
     du_architecture: str  # "paper" or "unet" (see admm_jax.train.config)
     du_width: float

@@ -30,6 +30,8 @@ from admm_jax.train import (
     train,
 )
 from admm_jax.train.loop import build_prior
+from admm_jax.train.optim import make_optimizer
+from admm_jax.train.step import TrainState
 from conftest import smooth_images as _smooth_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,6 +410,29 @@ def test_time_budget_ending_on_a_checkpoint_step_saves_it_once(tmp_path):
     assert ck.all_steps() == [1]
     state, meta = ck.restore({"w": jnp.zeros((2,))})
     assert meta["step"] == 1 and np.allclose(np.asarray(state["w"]), 1.0)
+
+
+def test_time_budget_counts_the_earlier_calls_of_a_resumed_run(tmp_path):
+    """Found by a new-user check: reproduce --resume gave an interrupted method its whole
+    budget again. Checkpoints now record the training seconds so far; a resume whose run has
+    spent its budget finishes after one step (the same rule as a budget running out)."""
+    cfg = preset("paper", architecture="unet", width=1 / 16, num_iters=2, batch_size=2,
+                 steps=50, val_every=0, checkpoint_every=1000, learning_rate=1e-3)
+    images = _smooth_images(8, seed=5)
+    run = tmp_path / "run"
+    train(cfg, images, None, run, progress=False, stop_after=2)
+    _, meta = Checkpointer(run / "checkpoints").restore(
+        TrainState(jnp.asarray(0, jnp.int32), *_params_and_opt(cfg)))
+    spent = meta["train_seconds"]
+    assert meta["step"] == 2 and 0 < spent < 600
+    summary = train(cfg, images, None, run, resume=True, progress=False, time_budget_s=spent)
+    assert summary["step"] == 3  # one step, then out of time: not `spent` seconds more
+    assert (run / "params").is_dir()
+
+
+def _params_and_opt(cfg):
+    _, params = build_prior(cfg)
+    return params, make_optimizer(cfg).init(params)
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):

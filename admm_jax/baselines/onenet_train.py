@@ -299,8 +299,9 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
                     log: Callable[[str], None] = print) -> dict:
     """Pretrain the projector; outputs as :func:`admm_jax.train.train` (params/ at the end).
 
-    ``time_budget_s``: finish (final parameters written) after the first step that ends this
-    many wall-clock seconds after training started, as in :func:`admm_jax.train.train`.
+    ``time_budget_s``: finish (final parameters written) after the first step that ends when
+    the run has trained this many wall-clock seconds (a resumed run's earlier calls counted),
+    as in :func:`admm_jax.train.train`.
 
     With ``cfg.norm == "virtual_batch"`` the run folder also holds ``reference_batch.npy`` (the
     fixed reference batch, drawn on a fresh run and reloaded on resume) and ``params/`` the
@@ -328,11 +329,11 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     data = BatchIterator(train_images, cfg.batch_size, seed=cfg.seed)
     base_key = jax.random.PRNGKey(cfg.seed + 7)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    start = 0
+    start, spent_s = 0, 0.0
     if resume and ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
         data = BatchIterator.from_state(train_images, meta["data"])
-        start = int(meta["step"])
+        start, spent_s = int(meta["step"]), float(meta.get("train_seconds", 0.0))
         log(f"resumed OneNet pretraining from step {start}")
     (out / "config.json").write_text(cfg.to_json())  # after a resume point was found
     batches = Batches(prefetch(data, size=2), lambda b: jnp.asarray(to_float(b)))
@@ -346,7 +347,8 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
                                       "steps_per_s": rate},
         loss_key="g_loss",
         postfix=lambda rec: {"g": f"{rec['g_loss']:.4f}", "d": f"{rec['d_loss']:.4f}"},
-        stop_after=stop_after, time_budget_s=time_budget_s, desc="pretrain OneNet",
+        stop_after=stop_after, time_budget_s=time_budget_s, spent_s=spent_s,
+        desc="pretrain OneNet",
         progress=progress, log=log)
     state, end, out_of_time = run.state, run.end, run.out_of_time
     summary = {"out_dir": str(out), "step": end}

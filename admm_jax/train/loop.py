@@ -292,8 +292,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
       stop_after: stop (with a checkpoint) after this many steps of *this* call — for tests
         and for chunking long runs across sessions.
       time_budget_s: finish (final parameters written, like reaching ``cfg.steps``) after the
-        first step that ends this many wall-clock seconds after this call started training
-        (compilation included) — to give several methods the same training time.
+        first step that ends when the run has trained this many wall-clock seconds
+        (compilation included), counting the earlier calls of a resumed run up to its
+        checkpoint — to give several methods the same training time.
       callback: called as ``callback(step, state)`` after every step (after any checkpoint).
       provenance: how this run was invoked (JSON-serialisable; e.g. the command line), appended
         to ``out_dir/provenance.jsonl`` with the step this call starts at, so that a committed
@@ -324,9 +325,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     data = BatchIterator(train_images, cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
     base_key = jax.random.PRNGKey(cfg.seed)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    start = 0
+    start, spent_s = 0, 0.0
     if resume:
-        state, data, start = _resume_point(ckpt, state, data, train_images, cfg, log)
+        state, data, start, spent_s = _resume_point(ckpt, state, data, train_images, cfg, log)
     _note_changed_settings(out, cfg, resume, log)
     (out / "config.json").write_text(cfg.to_json())
     if provenance is not None:
@@ -348,7 +349,7 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
         record=_train_record(loss_categories(problems, cfg), cfg.batch_size),
         validate=None if validator is None else (
             lambda step, st: {"kind": validator.kind, **validator(st.params)}),
-        stop_after=stop_after, time_budget_s=time_budget_s, callback=callback,
+        stop_after=stop_after, time_budget_s=time_budget_s, spent_s=spent_s, callback=callback,
         desc="train DU-ADMM", progress=progress, log=log)
     if run.finished:
         save_params(out / "params", run.state.params, cfg)
@@ -359,18 +360,20 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
 
 
 def _resume_point(ckpt: Checkpointer, state: TrainState, data, train_images: np.ndarray,
-                  cfg: TrainConfig, log: Callable[[str], None]) -> tuple[TrainState, Any, int]:
-    """(state, batch iterator, step) to continue from: the latest checkpoint's, or the fresh
-    ones at step 0 when the folder has no checkpoint yet."""
+                  cfg: TrainConfig, log: Callable[[str], None]
+                  ) -> tuple[TrainState, Any, int, float]:
+    """(state, batch iterator, step, training seconds spent) to continue from: the latest
+    checkpoint's, or the fresh ones at step 0 when the folder has no checkpoint yet."""
     from admm_jax.data import BatchIterator
 
     if ckpt.latest_step() is None:
         log(f"--resume: no checkpoint in {ckpt.directory}; starting from step 0")
-        return state, data, 0
+        return state, data, 0, 0.0
     state, meta = ckpt.restore(state)
     start = int(meta["step"])
     log(f"resumed from step {start} ({ckpt.directory / str(start)})")
-    return state, BatchIterator.from_state(train_images, meta["data"], augment=cfg.augment), start
+    data = BatchIterator.from_state(train_images, meta["data"], augment=cfg.augment)
+    return state, data, start, float(meta.get("train_seconds", 0.0))
 
 
 def _check_resume_settings(out: Path, cfg: TrainConfig) -> None:

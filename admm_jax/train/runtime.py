@@ -95,14 +95,17 @@ class _SaveOnce:
     budget (or Ctrl-C) can end a run right after the periodic save of the same step, and
     orbax refuses to write a step twice."""
 
-    def __init__(self, checkpointer: Any, batches: Batches, seed: int):
+    def __init__(self, checkpointer: Any, batches: Batches, seed: int,
+                 train_seconds: Callable[[], float]):
         self.checkpointer, self.batches, self.seed = checkpointer, batches, seed
+        self.train_seconds = train_seconds
         self.saved: set[int] = set()
 
     def __call__(self, step: int, state: Any) -> None:
         if step not in self.saved:
             self.checkpointer.save(step, state, {"step": step, "data": self.batches.state(),
-                                                 "seed": self.seed})
+                                                 "seed": self.seed,
+                                                 "train_seconds": self.train_seconds()})
             self.saved.add(step)
 
 
@@ -113,6 +116,7 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
               loss_key: str = "loss", postfix: Callable[[Metrics], dict] | None = None,
               validate: Callable[[int, Any], Metrics | None] | None = None,
               stop_after: int | None = None, time_budget_s: float | None = None,
+              spent_s: float = 0.0,
               callback: Callable[[int, Any], None] | None = None, desc: str = "train",
               progress: bool = True, log: Callable[[str], None] = print) -> RunResult:
     """Run steps ``start+1 … end`` of a training (see the module docstring).
@@ -122,17 +126,21 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
     ``record(step, metrics, steps_per_s)`` builds the logged record (the trainer's columns);
     ``metrics[loss_key]`` is checked for NaN. ``validate(step, state)`` returns a record for
     ``validation.jsonl`` (or None). ``stop_after``: steps of this call; ``time_budget_s``:
-    wall-clock seconds from now, compilation included; ``callback(step, state)`` after
-    every step.
+    wall-clock seconds of training for the whole run, compilation included, of which earlier
+    calls of a resumed run spent ``spent_s`` (each checkpoint records the total so far as
+    ``train_seconds``); ``callback(step, state)`` after every step.
     """
     sched = schedule
     end = sched.total_steps if stop_after is None else min(sched.total_steps, start + stop_after)
     bar = _progress(start, sched.total_steps, progress, desc)
     rate = _Rate(start)
-    deadline = None if time_budget_s is None else time.perf_counter() + float(time_budget_s)
+    call_start = time.perf_counter()
+    deadline = (None if time_budget_s is None
+                else call_start + float(time_budget_s) - float(spent_s))
     out_of_time, compile_s, metrics, validated = False, None, None, set()
 
-    save = _SaveOnce(checkpointer, batches, sched.seed)
+    save = _SaveOnce(checkpointer, batches, sched.seed,
+                     lambda: float(spent_s) + time.perf_counter() - call_start)
 
     def run_validation(step: int) -> None:
         if validate is not None and step not in validated:
