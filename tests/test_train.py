@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -433,6 +434,44 @@ def test_time_budget_counts_the_earlier_calls_of_a_resumed_run(tmp_path):
 def _params_and_opt(cfg):
     _, params = build_prior(cfg)
     return params, make_optimizer(cfg).init(params)
+
+
+def test_ctrl_c_while_a_logged_step_is_read_keeps_its_row(tmp_path):
+    """Found by a new-user check: after Ctrl-C at step 60 and --resume, metrics.csv had rows
+    50 and 70 but not 60: the interrupt came while the host waited for step 60's loss, the
+    checkpoint held step 60, and the resumed run started after it."""
+    from admm_jax.train.runtime import Batches, Schedule, run_steps
+
+    class Source:
+        state = 0
+
+        def __next__(self):
+            return jnp.ones((2,))
+
+    class SlowMetrics(dict):
+        interrupt = True
+
+        def __getitem__(self, key):
+            if SlowMetrics.interrupt and int(dict.__getitem__(self, "step")) == 4:
+                SlowMetrics.interrupt = False  # Ctrl-C once, while the loss is read
+                raise KeyboardInterrupt
+            return dict.__getitem__(self, key)
+
+    State = collections.namedtuple("State", "w step")
+
+    def step_fn(st, b):
+        new = State(st.w + b, st.step + 1)
+        return new, SlowMetrics(loss=jnp.sum(new.w), step=new.step)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(out=tmp_path, state=State(jnp.zeros((2,)), jnp.asarray(0)), step_fn=step_fn,
+                  batches=Batches(Source()), checkpointer=Checkpointer(tmp_path / "ck"),
+                  start=0, schedule=Schedule(total_steps=10, log_every=2, checkpoint_every=100),
+                  record=lambda step, m, rate: {"loss": float(m["loss"])}, progress=False,
+                  log=lambda msg: None)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert Checkpointer(tmp_path / "ck").all_steps() == [4]
 
 
 def test_corrupt_checkpoint_gives_clear_error(tmp_path):

@@ -147,6 +147,18 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
             validated.add(step)
             _write_validation(out, bar, step, validate(step, state))
 
+    logged: set[int] = set()
+
+    def log_row(done: int, metrics: Metrics) -> None:
+        logged.add(done)
+        steps_per_s = rate(done)
+        rec = {"step": done, **record(done, metrics, steps_per_s)}
+        append_jsonl(out / "metrics.jsonl", rec)
+        append_csv(out / "metrics.csv", rec)
+        bar.set_postfix(**(postfix(rec) if postfix else
+                           {loss_key: f"{float(metrics[loss_key]):.4f}"}),
+                        it_s=f"{steps_per_s:.2f}")
+
     try:
         for step in range(start, end):
             t0 = time.perf_counter()
@@ -161,12 +173,7 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
                     save(done, state)
                     raise FloatingPointError(f"loss became {loss} at step {done}; checkpoint "
                                              f"saved for inspection")
-                steps_per_s = rate(done)
-                rec = {"step": done, **record(done, metrics, steps_per_s)}
-                append_jsonl(out / "metrics.jsonl", rec)
-                append_csv(out / "metrics.csv", rec)
-                bar.set_postfix(**(postfix(rec) if postfix else {loss_key: f"{loss:.4f}"}),
-                                it_s=f"{steps_per_s:.2f}")
+                log_row(done, metrics)
             bar.update(1)
             if (sched.val_every > 0 and done % sched.val_every == 0) or done == end:
                 run_validation(done)
@@ -183,6 +190,11 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
     except KeyboardInterrupt:
         done = int(jax.device_get(getattr(state, "step", start)))
         save(done, state)
+        # a Ctrl-C while the host waited for a logged step's loss: that row, or it is lost
+        # (the resumed run starts after it)
+        if metrics is not None and done > start and done % sched.log_every == 0 \
+                and done not in logged:
+            log_row(done, metrics)
         log(f"\ninterrupted: checkpoint saved at step {done} in {out / 'checkpoints'}; "
             f"rerun with --resume to continue")
         raise
