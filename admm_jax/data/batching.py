@@ -154,8 +154,9 @@ class BatchIterator:
         n = int(state.get("num_images", self.num_images))
         if n != self.num_images:
             raise ValueError(
-                f"state was saved for {n} images but this iterator has {self.num_images}; "
-                f"resume with the same image array."
+                f"the run was trained on {n} images but this call has {self.num_images}; "
+                f"resume with the same training images (--data and --max-train-images as "
+                f"when it started)."
             )
         pos, ep = int(state["position"]), int(state["epoch"])
         if not 0 <= pos < self.num_images or ep < 0:
