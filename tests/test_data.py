@@ -522,7 +522,7 @@ def test_batch_iterator_epochs_and_shapes():
     assert next(big).shape == (25, 8, 8, 3)
     a = next(D.BatchIterator(imgs, 4, seed=1))
     assert not np.array_equal(a, next(D.BatchIterator(imgs, 4, seed=2)))
-    with pytest.raises(ValueError, match="saved for 10 images"):
+    with pytest.raises(ValueError, match="trained on 10 images but this call has 9"):
         D.BatchIterator.from_state(imgs[:9], it.state())
     with pytest.raises(ValueError, match="batch_size"):
         D.BatchIterator(imgs, 0)

@@ -420,9 +420,11 @@ def test_psnr_refuses_a_reference_outside_the_unit_range():
     from admm_jax.metrics import psnr
 
     x = jnp.linspace(0.0, 1.0, 48).reshape(1, 4, 4, 3)
-    with pytest.raises(ValueError, match=r"reference: expected float images in \[0, 1\], got "
-                                         r"values in \[0, 255\]"):
+    with pytest.raises(ValueError, match=r"reference: expected images in \[0, 1\], got "
+                                         r"values in \[0, 255\]; divide 0-255 images by 255"):
         psnr(x * 255 + 1, x * 255)
+    with pytest.raises(ValueError, match=r"map \[-1, 1\] images with x / 2 \+ 0.5"):
+        psnr(x, 2 * x - 1)
     # an estimate may overshoot: it is clipped, against a reference in range
     np.testing.assert_allclose(float(psnr(x + 2.0, x)[0]),
                                -10 * math.log10(float(jnp.mean((1.0 - x) ** 2))), rtol=1e-5)
