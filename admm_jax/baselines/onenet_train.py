@@ -310,14 +310,14 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     from admm_jax import _checks
     from admm_jax.data import BatchIterator, prefetch
     from admm_jax.train.checkpoint import Checkpointer
-    from admm_jax.train.loop import prepare_output_dir
+    from admm_jax.train.loop import check_output_dir, prepare_output_dir
     from admm_jax.train.runtime import Batches, Schedule, append_jsonl, run_steps, to_float
 
     # every check before the output folder is created: a refused run leaves nothing behind
     cfg.validate()
     _checks.check_image_array("train_images", train_images)
-    if resume:
-        _check_resume_settings(Path(out_dir), cfg)
+    if resume:  # a folder of admm-jax's (check_output_dir), then its settings
+        _check_resume_settings(check_output_dir(out_dir, resume=True), cfg)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
     splits, _ = build_models(cfg)
     step_fn, init = make_pretrain_step(cfg, splits)

@@ -310,14 +310,13 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     mesh = make_mesh()
     check_batch_divides(cfg.batch_size, mesh)
     # the warm start is read (and checked) before anything is written; a resumed run then
-    # replaces these parameters with its checkpoint's
-    # (built once: each eager initialisation compiles one small program per layer shape)
+    # replaces these parameters with its checkpoint's (built once: each eager initialisation
+    # compiles one small program per layer shape)
     prior_fn, params = build_prior(cfg)
     params = warm_start(params, cfg)
     if resume:  # refuse a resume that cannot continue before anything is written
-        _check_resume_settings(Path(out_dir), cfg)
+        _check_resume_settings(check_output_dir(out_dir, resume=True), cfg)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
-
     problems = tuple(get_problems()[n] for n in cfg.problems)
     tx = make_optimizer(cfg)
     state = init_train_state(params, tx, mesh)
@@ -325,11 +324,9 @@ def train(cfg: TrainConfig, train_images: np.ndarray, val_images: np.ndarray | N
     data = BatchIterator(train_images, cfg.batch_size, seed=cfg.seed, augment=cfg.augment)
     base_key = jax.random.PRNGKey(cfg.seed)
     ckpt = Checkpointer(out / "checkpoints", keep=cfg.keep_checkpoints)
-    start, spent_s = 0, 0.0
-    if resume:
-        state, data, start, spent_s = _resume_point(ckpt, state, data, train_images, cfg, log)
-    _note_changed_settings(out, cfg, resume, log)
-    (out / "config.json").write_text(cfg.to_json())
+    state, data, start, spent_s = (_resume_point(ckpt, state, data, train_images, cfg, log)
+                                   if resume else (state, data, 0, 0.0))
+    _write_config(out, cfg, resume, log)
     if provenance is not None:
         append_jsonl(out / "provenance.jsonl", {"start_step": start, **provenance})
 
@@ -398,17 +395,19 @@ def _check_resume_settings(out: Path, cfg: TrainConfig) -> None:
                          f"steps={cfg.steps}; ask for at least {steps[-1]} steps")
 
 
-def _note_changed_settings(out: Path, cfg: TrainConfig, resume: bool,
-                           log: Callable[[str], None]) -> None:
-    """On resume, say which settings this call changes (they apply from its first step on)."""
+def _write_config(out: Path, cfg: TrainConfig, resume: bool,
+                  log: Callable[[str], None]) -> None:
+    """``config.json`` of the run, written once a resume point was found; on resume, say
+    which settings this call changes (they apply from its first step on)."""
     cfg_path = out / "config.json"
-    if not (resume and cfg_path.exists()):
-        return
-    saved, now = json.loads(cfg_path.read_text()), json.loads(cfg.to_json())
-    changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items() if saved.get(k) != v]
-    if changed:
-        log(f"--resume: this call changes {', '.join(changed)} (from the resumed step on; the "
-            f"previous settings stay in {out / 'provenance.jsonl'})")
+    if resume and cfg_path.exists():
+        saved, now = json.loads(cfg_path.read_text()), json.loads(cfg.to_json())
+        changed = [f"{k} {saved.get(k)!r} -> {v!r}" for k, v in now.items()
+                   if saved.get(k) != v]
+        if changed:
+            log(f"--resume: this call changes {', '.join(changed)} (from the resumed step on; "
+                f"the previous settings stay in {out / 'provenance.jsonl'})")
+    cfg_path.write_text(cfg.to_json())
 
 
 def _train_record(categories: tuple[str, ...], batch_size: int) -> Callable:

@@ -133,7 +133,6 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
     sched = schedule
     end = sched.total_steps if stop_after is None else min(sched.total_steps, start + stop_after)
     bar = _progress(start, sched.total_steps, progress, desc)
-    rate = _Rate(start)
     call_start = time.perf_counter()
     deadline = (None if time_budget_s is None
                 else call_start + float(time_budget_s) - float(spent_s))
@@ -147,17 +146,7 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
             validated.add(step)
             _write_validation(out, bar, step, validate(step, state))
 
-    logged: set[int] = set()
-
-    def log_row(done: int, metrics: Metrics) -> None:
-        logged.add(done)
-        steps_per_s = rate(done)
-        rec = {"step": done, **record(done, metrics, steps_per_s)}
-        append_jsonl(out / "metrics.jsonl", rec)
-        append_csv(out / "metrics.csv", rec)
-        bar.set_postfix(**(postfix(rec) if postfix else
-                           {loss_key: f"{float(metrics[loss_key]):.4f}"}),
-                        it_s=f"{steps_per_s:.2f}")
+    log_row = _RowLog(out, bar, _Rate(start), record, loss_key, postfix)
 
     try:
         for step in range(start, end):
@@ -188,15 +177,7 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
                 break
         save(end, state)
     except KeyboardInterrupt:
-        done = int(jax.device_get(getattr(state, "step", start)))
-        save(done, state)
-        # a Ctrl-C while the host waited for a logged step's loss: that row, or it is lost
-        # (the resumed run starts after it)
-        if metrics is not None and done > start and done % sched.log_every == 0 \
-                and done not in logged:
-            log_row(done, metrics)
-        log(f"\ninterrupted: checkpoint saved at step {done} in {out / 'checkpoints'}; "
-            f"rerun with --resume to continue")
+        _save_interrupted(state, metrics, start, sched, save, log_row, out, log)
         raise
     finally:
         bar.close()
@@ -204,6 +185,43 @@ def run_steps(*, out: Path, state: Any, step_fn: Callable[[Any, Any], tuple[Any,
         batches.close()
     return RunResult(state=state, end=end, finished=end == sched.total_steps or out_of_time,
                      out_of_time=out_of_time, compile_s=compile_s, last_metrics=metrics)
+
+
+def _save_interrupted(state: Any, metrics: Metrics | None, start: int, sched: Schedule,
+                      save: _SaveOnce, log_row: "_RowLog", out: Path,
+                      log: Callable[[str], None]) -> None:
+    """On Ctrl-C: checkpoint the last finished step, and write its row if it was due (a Ctrl-C
+    while the host waited for a logged step's loss would lose the row: the resumed run starts
+    after that step)."""
+    done = int(jax.device_get(getattr(state, "step", start)))
+    save(done, state)
+    if metrics is not None and done > start and done % sched.log_every == 0 \
+            and done not in log_row.logged:
+        log_row(done, metrics)
+    log(f"\ninterrupted: checkpoint saved at step {done} in {out / 'checkpoints'}; "
+        f"rerun with --resume to continue")
+
+
+class _RowLog:
+    """Appends a step's record to ``metrics.jsonl`` / ``metrics.csv`` and the progress bar;
+    ``logged``: the steps written."""
+
+    def __init__(self, out: Path, bar: Any, rate: "_Rate",
+                 record: Callable[[int, Metrics, float], Metrics], loss_key: str,
+                 postfix: Callable[[Metrics], dict] | None):
+        self.out, self.bar, self.rate, self.record = out, bar, rate, record
+        self.loss_key, self.postfix = loss_key, postfix
+        self.logged: set[int] = set()
+
+    def __call__(self, done: int, metrics: Metrics) -> None:
+        self.logged.add(done)
+        steps_per_s = self.rate(done)
+        rec = {"step": done, **self.record(done, metrics, steps_per_s)}
+        append_jsonl(self.out / "metrics.jsonl", rec)
+        append_csv(self.out / "metrics.csv", rec)
+        shown = (self.postfix(rec) if self.postfix else
+                 {self.loss_key: f"{float(metrics[self.loss_key]):.4f}"})
+        self.bar.set_postfix(**shown, it_s=f"{steps_per_s:.2f}")
 
 
 class _Rate:
