@@ -273,26 +273,6 @@ def make_pretrain_step(cfg: OneNetConfig, splits, weights: OneNetLossWeights = O
 _RESUME_KEYS = ("width", "norm", "n_reference", "compute_dtype", "batch_size")
 
 
-def _check_resume_settings(out: Path, cfg: OneNetConfig) -> None:
-    """Refuse a resume whose model settings differ from the run's, or that asks for fewer
-    steps than it has done, before anything is written."""
-    cfg_path = out / "config.json"
-    if not cfg_path.exists():
-        return
-    saved = json.loads(cfg_path.read_text())
-    differ = [k for k in _RESUME_KEYS if k in saved and saved[k] != getattr(cfg, k)]
-    if differ:
-        was = ", ".join(f"{k}={saved[k]!r}" for k in differ)
-        asked = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ)
-        raise ValueError(f"--resume: the OneNet run in {out} was trained with {was}, this call "
-                         f"asks for {asked}; its checkpoints need the same "
-                         f"{', '.join(_RESUME_KEYS)}")
-    steps = sorted(int(p.name) for p in (out / "checkpoints").glob("*") if p.name.isdigit())
-    if steps and steps[-1] > cfg.steps:
-        raise ValueError(f"--resume: the run in {out} is already at step {steps[-1]}, beyond "
-                         f"steps={cfg.steps}; ask for at least {steps[-1]} steps")
-
-
 def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | Path, *,
                     resume: bool = False, overwrite: bool = False, progress: bool = True,
                     stop_after: int | None = None, time_budget_s: float | None = None,
@@ -310,14 +290,15 @@ def pretrain_onenet(cfg: OneNetConfig, train_images: np.ndarray, out_dir: str | 
     from admm_jax import _checks
     from admm_jax.data import BatchIterator, prefetch
     from admm_jax.train.checkpoint import Checkpointer
-    from admm_jax.train.loop import check_output_dir, prepare_output_dir
+    from admm_jax.train.loop import check_output_dir, check_resume_settings, prepare_output_dir
     from admm_jax.train.runtime import Batches, Schedule, append_jsonl, run_steps, to_float
 
     # every check before the output folder is created: a refused run leaves nothing behind
     cfg.validate()
     _checks.check_image_array("train_images", train_images)
     if resume:  # a folder of admm-jax's (check_output_dir), then its settings
-        _check_resume_settings(check_output_dir(out_dir, resume=True), cfg)
+        check_resume_settings(check_output_dir(out_dir, resume=True),
+                              json.loads(cfg.to_json()), cfg.steps, _RESUME_KEYS)
     out = prepare_output_dir(out_dir, resume=resume, overwrite=overwrite)
     splits, _ = build_models(cfg)
     step_fn, init = make_pretrain_step(cfg, splits)

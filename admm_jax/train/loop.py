@@ -374,25 +374,33 @@ def _resume_point(ckpt: Checkpointer, state: TrainState, data, train_images: np.
 
 
 def _check_resume_settings(out: Path, cfg: TrainConfig) -> None:
-    """A resumed run must keep what its checkpoints depend on, and must not be asked to stop
-    before the step it has already reached. Reads only: a refused resume changes nothing."""
+    """The DU-ADMM form of :func:`check_resume_settings`."""
+    check_resume_settings(out, json.loads(cfg.to_json()), cfg.steps,
+                          ("architecture", "width", "compute_dtype", "batch_size", "objective"),
+                          f"e.g. the command in {out / 'provenance.jsonl'}")
+
+
+def check_resume_settings(out: Path, requested: dict, steps: int, keys: tuple[str, ...],
+                          hint: str = "") -> None:
+    """Refuse, before anything is written, a resume of the run in ``out`` whose ``keys`` (what
+    its checkpoints' arrays depend on) differ from ``requested`` (this call's config as a
+    dict), or that asks for fewer ``steps`` than the run has done. Reads only: a refused
+    resume changes nothing. A run without config.json (never started) passes."""
     cfg_path = out / "config.json"
     if not cfg_path.exists():
         return
-    saved = TrainConfig.from_dict(json.loads(cfg_path.read_text()))
-    keys = ("architecture", "width", "compute_dtype", "batch_size", "objective")
-    differ = [k for k in keys if getattr(saved, k) != getattr(cfg, k)]
+    saved = json.loads(cfg_path.read_text())
+    differ = [k for k in keys if k in saved and saved[k] != requested.get(k)]
     if differ:
-        was = ", ".join(f"{k}={getattr(saved, k)!r}" for k in differ)
-        asked = ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ)
+        was = ", ".join(f"{k}={saved[k]!r}" for k in differ)
+        asked = ", ".join(f"{k}={requested.get(k)!r}" for k in differ)
         raise ValueError(f"--resume: the run in {out} was trained with {was}, this call asks "
                          f"for {asked}; its checkpoints need the same {', '.join(keys)} "
-                         f"(give the run's settings again, e.g. the command in "
-                         f"{out / 'provenance.jsonl'})")
-    steps = sorted(int(p.name) for p in (out / "checkpoints").glob("*") if p.name.isdigit())
-    if steps and steps[-1] > cfg.steps:
-        raise ValueError(f"--resume: the run in {out} is already at step {steps[-1]}, beyond "
-                         f"steps={cfg.steps}; ask for at least {steps[-1]} steps")
+                         f"(give the run's settings again{', ' + hint if hint else ''})")
+    done = sorted(int(p.name) for p in (out / "checkpoints").glob("*") if p.name.isdigit())
+    if done and done[-1] > steps:
+        raise ValueError(f"--resume: the run in {out} is already at step {done[-1]}, beyond "
+                         f"steps={steps}; ask for at least {done[-1]} steps")
 
 
 def _write_config(out: Path, cfg: TrainConfig, resume: bool,
