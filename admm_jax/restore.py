@@ -343,8 +343,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 def read_kernel(path: str | Path) -> np.ndarray:
     """A blur kernel from ``.npy`` (2-D array) or an image file (greyscale), sum-normalised."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"kernel file {path} does not exist")
+    _check_file(path, "kernel file")
     if path.suffix.lower() == ".npy":
         try:
             k = np.load(path, allow_pickle=False)
@@ -434,28 +433,27 @@ def restore_files(inputs: Sequence[str | Path], out_dir: str | Path, deg: Degrad
     plan = _plan(inputs, out, deg, simulate_first, overwrite)
     images = [read_image(p, grey) for p, _ in plan]  # unreadable files fail before writing
     solve_settings(prior, problem=deg.problem, rho=rho, num_iters=num_iters, sigma=deg.sigma)
-    for i, ((path, _), image) in enumerate(zip(plan, images)):
-        try:  # an operator that cannot measure one image (too small) fails before writing
+    measured = []  # (op, y, x, seconds): an image its operator cannot measure (too small)
+    for i, ((path, _), image) in enumerate(zip(plan, images)):  # fails before any writing
+        t0 = time.perf_counter()
+        try:
             if simulate_first:
-                simulate(deg, jax.random.fold_in(jax.random.PRNGKey(seed), i), image)
+                op, y, x = simulate(deg, jax.random.fold_in(jax.random.PRNGKey(seed), i), image)
             else:
-                observe(deg, image)
+                (op, y), x = observe(deg, image), None
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
+        measured.append((op, y, x, time.perf_counter() - t0))
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for i, ((path, outs), image) in enumerate(tqdm(list(zip(plan, images)), desc="solve",
-                                                   unit="image", disable=not progress)):
+    for (path, outs), (op, y, x, measure_s) in tqdm(list(zip(plan, measured)), desc="solve",
+                                                     unit="image", disable=not progress):
         t0 = time.perf_counter()
-        if simulate_first:
-            key = jax.random.fold_in(jax.random.PRNGKey(seed), i)
-            op, y, x = simulate(deg, key, image)
-        else:
-            (op, y), x = observe(deg, image), None
         z, start = restore(prior, op, y, problem=deg.problem, rho=rho, num_iters=num_iters,
                            sigma=deg.sigma)
         rec = {"file": path.name, "problem": deg.problem, "height": z.shape[0],
-               "width": z.shape[1], "channels": z.shape[2], "seconds": time.perf_counter() - t0}
+               "width": z.shape[1], "channels": z.shape[2],
+               "seconds": measure_s + time.perf_counter() - t0}
         write_png(outs["restored"], z)
         write_png(outs["start"], start)
         if x is not None:
